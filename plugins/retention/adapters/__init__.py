@@ -1,0 +1,1 @@
+"""Store adapters: one small interface (locate, erase, verify) per store."""

@@ -1,0 +1,136 @@
+"""The contract every store adapter keeps.
+
+An adapter takes a ready client (SQLAlchemy ``Engine``, boto3 S3 client, paramiko
+``SFTPClient``) and a *target* built by the planner from a policy location. It never
+decides what is due: the target says so. It streams, so memory stays flat however
+many items are due, and it returns counts and digests, never lists of items.
+
+- ``locate(target)`` yields the items the target selects, in batches; touches nothing.
+- ``erase(target, batch)`` erases exactly the batch's items that are not held at that
+  moment and returns what happened; per-item failures are reported, not swallowed.
+- ``verify(target)`` looks again and counts what the target still selects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+Record = Mapping[str, Any]
+"""One row of a policy's primary table: the columns its templates use, and its subject."""
+
+RecordSource = Callable[[], Iterator[Sequence[Record]]]
+"""Streams the selected records in batches; called again (from the start) to verify."""
+
+
+@dataclass(frozen=True)
+class HoldSet:
+    """Legal holds in force at one moment: whole subjects, or key/path prefixes."""
+
+    subjects: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    def subject_held(self, subject: object) -> bool:
+        return subject is not None and str(subject) in self.subjects
+
+    def path_held(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.prefixes)
+
+
+HoldSource = Callable[[], HoldSet]
+"""Reads the holds in force now; adapters call it immediately before each erase."""
+
+
+def no_holds() -> HoldSet:
+    return HoldSet()
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    """Items located together and erased together (a key range, up to 1,000 versions, ...)."""
+
+    items: Sequence[T]
+    keys: Sequence[str]
+    """One stable text key per item, for the ledger digest (never personal data in clear)."""
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class EraseOutcome:
+    """What one ``erase`` call did. ``kept`` maps a reason (``legal_hold``, ``object_lock``) to a count."""
+
+    erased: int = 0
+    anonymised: int = 0
+    kept: dict[str, int] = field(default_factory=dict)
+    kept_until: dict[str, str] = field(default_factory=dict)
+    """Latest until-date (ISO 8601) per kept reason, where the store knows one."""
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    """Short, non-personal error descriptions (error codes), at most a few."""
+
+    def keep(self, reason: str, n: int = 1, until: str | None = None) -> None:
+        self.kept[reason] = self.kept.get(reason, 0) + n
+        if until and until > self.kept_until.get(reason, ""):
+            self.kept_until[reason] = until
+
+    def add(self, other: EraseOutcome) -> None:
+        self.erased += other.erased
+        self.anonymised += other.anonymised
+        for reason, n in other.kept.items():
+            self.keep(reason, n, other.kept_until.get(reason))
+        self.failed += other.failed
+        self.errors.extend(other.errors[: max(0, 10 - len(self.errors))])
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """What looking again found: ``remaining`` must be 0; ``kept`` items are present on purpose."""
+
+    remaining: int
+    kept: int = 0
+
+
+TargetT = TypeVar("TargetT", contravariant=True)
+
+
+class StoreAdapter(Protocol[TargetT]):
+    """Locate, erase, verify. Implementations hold a client, never credentials."""
+
+    store: str
+
+    def locate(self, target: TargetT) -> Iterator[Batch[Any]]:
+        """Yield the items the target selects, in batches; touch nothing."""
+        ...
+
+    def erase(self, target: TargetT, batch: Batch[Any]) -> EraseOutcome:
+        """Erase the batch's items not held now; report every item not erased."""
+        ...
+
+    def verify(self, target: TargetT) -> VerifyOutcome:
+        """Look again: count the items the target still selects (held/locked ones as kept)."""
+        ...
+
+
+class KeyDigest:
+    """SHA-256 over item keys in the order seen: a fingerprint of what was touched."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.count = 0
+
+    def update(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self._h.update(k.encode("utf-8"))
+            self._h.update(b"\n")
+            self.count += 1
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()

@@ -1,0 +1,70 @@
+"""Rendering key and path templates safely.
+
+A template such as ``documents/{customer_id}/{id}.pdf`` is filled from one record.
+The result must stay inside its bucket or archive root: no absolute path, no ``..``
+or ``.`` segment, no empty segment, no empty or missing value, no control character
+or backslash. Anything else is refused with ``UnsafeTargetError``.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from retention.errors import UnsafeTargetError
+
+_FORMATTER = string.Formatter()
+
+
+def placeholders(template: str) -> list[str]:
+    """The field names a template uses, in order (``{a}/{b}`` -> ``["a", "b"]``).
+
+    Raises ``ValueError`` for format specs, conversions, attribute or index access,
+    positional fields and unbalanced braces: only plain ``{name}`` is allowed.
+    """
+    names: list[str] = []
+    for _literal, name, spec, conversion in _FORMATTER.parse(template):
+        if name is None:
+            continue
+        if not name or not name.isidentifier():
+            raise ValueError(f"placeholder {{{name}}} is not a plain name")
+        if spec or conversion:
+            raise ValueError(f"placeholder {{{name}}} may not carry a format or conversion")
+        names.append(name)
+    return names
+
+
+def check_relative(path: str, what: str = "path") -> str:
+    """Return ``path`` if it is a safe relative path; raise ``UnsafeTargetError`` otherwise.
+
+    A trailing ``/`` (a prefix: everything under it) is allowed.
+    """
+    if not path or not path.strip("/"):
+        raise UnsafeTargetError(f"{what} is empty")
+    if path.startswith("/"):
+        raise UnsafeTargetError(f"{what} is absolute")
+    if "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise UnsafeTargetError(f"{what} contains a backslash or control character")
+    body = path[:-1] if path.endswith("/") else path
+    for seg in body.split("/"):
+        if seg in ("", ".", ".."):
+            raise UnsafeTargetError(f"{what} has an empty, '.' or '..' segment")
+    return path
+
+
+def render(template: str, record: Mapping[str, Any], what: str = "path") -> str:
+    """Fill ``template`` from ``record`` and check the result with ``check_relative``."""
+    values: dict[str, str] = {}
+    for name in placeholders(template):
+        value = record.get(name)
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise UnsafeTargetError(f"{what}: placeholder {{{name}}} has no value")
+        values[name] = text
+    return check_relative(template.format(**values), what)
+
+
+def is_prefix(template: str) -> bool:
+    """A template ending in ``/`` names everything under a prefix, not one key/file."""
+    return template.endswith("/")
