@@ -1,0 +1,377 @@
+"""The business-database adapter (SQLAlchemy Core; PostgreSQL in production, SQLite for the demo).
+
+Set-based and batched by key ranges of the records table: a batch is a range
+``(lo, hi]`` of its key, located with one keyset query and erased with one
+statement per table that re-applies the whole selection (age, subject, holds),
+so a row that stopped being due between locate and erase is never touched.
+Child tables are erased before the rows they reference. Anonymisation is an
+``UPDATE`` of named columns that only touches values not yet anonymised, which
+makes it idempotent and lets ``verify`` prove it by counting what is left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
+
+from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Record, VerifyOutcome, no_holds
+from retention.clock import Cutoff
+from retention.errors import TerminalError, TransientError, UnknownLocationError
+from retention.policy import FieldRule
+from retention.pseudonym import pseudonymise
+
+REDACTED = "[slettet]"
+PSEUDONYM_PREFIX = "psn:"
+
+KeyRange = tuple[Any, Any]
+"""``(lo, hi]`` of the records table's key; ``lo`` is None for the first batch."""
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """Which rows of a records table are selected: by age, by subject, or both."""
+
+    table: str
+    key: str
+    subject_column: str
+    anchor: str
+    cutoff: Cutoff | None = None
+    """Only rows due under this cutoff; None selects regardless of age."""
+    subject: str | None = None
+    """Only this subject's rows; None selects every subject."""
+    not_due: bool = False
+    """Select the rows that are *not* due under ``cutoff`` (used to report what is kept)."""
+
+
+@dataclass(frozen=True)
+class TableTarget:
+    """One database location of a category: the action on a table for a selection of records."""
+
+    category: str
+    selection: RowSelection
+    table: str
+    action: Literal["delete", "anonymise"]
+    foreign_key: str | None = None
+    fields: Mapping[str, FieldRule] = field(default_factory=dict)
+    holds: HoldSource = no_holds
+    pseudonym_key: bytes | None = None
+
+
+def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Table name -> {column name: type} for the database's tables (or the named ones that exist)."""
+    try:
+        inspector = sa.inspect(engine)
+        names = [t for t in inspector.get_table_names() if tables is None or t in tables]
+        return {t: {c["name"]: c["type"] for c in inspector.get_columns(t)} for t in names}
+    except OperationalError as e:
+        raise TransientError(f"database not reachable: {type(e.orig).__name__}") from None
+
+
+class DatabaseAdapter:
+    """Locate, erase and verify rows of one business database."""
+
+    store = "database"
+
+    def __init__(self, engine: Engine, *, batch_size: int = 20_000) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.statements = 0
+        self._tables: dict[str, sa.Table] = {}
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def table(self, name: str) -> sa.Table:
+        """The reflected table; an unknown name raises ``UnknownLocationError``."""
+        if name not in self._tables:
+            try:
+                self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+            except NoSuchTableError:
+                raise UnknownLocationError(f"table {name!r} does not exist") from None
+            except OperationalError as e:
+                raise TransientError(f"database not reachable: {type(e.orig).__name__}") from None
+        return self._tables[name]
+
+    def column(self, table: str, name: str) -> sa.Column[Any]:
+        t = self.table(table)
+        if name not in t.c:
+            raise UnknownLocationError(f"column {name!r} does not exist in table {table!r}")
+        return t.c[name]
+
+    # -- the interface ----------------------------------------------------------------------------
+
+    def locate(self, target: TableTarget) -> Iterator[Batch[KeyRange]]:
+        """Yield key ranges of the selected, not held records (that still need the action)."""
+        sel = target.selection
+        key = self.column(sel.table, sel.key)
+        conds = self._conditions(target, target.holds())
+        last: Any = None
+        while True:
+            q = sa.select(key).where(*conds).order_by(key).limit(self.batch_size)
+            if last is not None:
+                q = q.where(key > last)
+            keys = self._run(lambda c, q=q: c.execute(q).scalars().all())
+            if not keys:
+                return
+            yield Batch(items=[(last, keys[-1])], keys=[str(k) for k in keys])
+            last = keys[-1]
+
+    def erase(self, target: TableTarget, batch: Batch[KeyRange]) -> EraseOutcome:
+        """Delete or anonymise the batch's rows that are still selected and not held right now."""
+        holds = target.holds()
+        outcome = EraseOutcome()
+        for lo, hi in batch.items:
+            conds = [*self._conditions(target, holds), *self._range(target.selection, lo, hi)]
+            done = self._run(lambda c, conds=conds: self._apply(c, target, conds), write=True)
+            if target.action == "delete":
+                outcome.erased += done
+            else:
+                outcome.anonymised += done
+        if target.table == target.selection.table and outcome.erased + outcome.anonymised < batch.count:
+            held = self._count_held(target, holds, batch)
+            if held:
+                outcome.keep("legal_hold", held)
+        return outcome
+
+    def verify(self, target: TableTarget) -> VerifyOutcome:
+        """Count the selected rows still present (or not anonymised), and the held ones kept."""
+        holds = target.holds()
+        remaining = self._count(target, self._conditions(target, holds))
+        kept = 0
+        if holds.subjects:
+            only_held = self._conditions(target, HoldSet(), only_subjects=holds.subjects)
+            kept = self._count(target, only_held)
+        return VerifyOutcome(remaining=remaining, kept=kept)
+
+    # -- helpers for the planner ------------------------------------------------------------------
+
+    def count(self, selection: RowSelection, holds: HoldSet | None = None) -> int:
+        """How many records the selection holds (excluding held subjects if ``holds`` given)."""
+        t = self.table(selection.table)
+        conds = self._selection_conditions(selection, holds or HoldSet())
+        q = sa.select(sa.func.count()).select_from(t).where(*conds)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
+
+    def total(self, table: str) -> int:
+        t = self.table(table)
+        return int(self._run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()))
+
+    def anchor_range(self, selection: RowSelection) -> tuple[int, Any, Any]:
+        """(count, earliest anchor, latest anchor) of the selected records."""
+        t = self.table(selection.table)
+        anchor = t.c[selection.anchor]
+        q = sa.select(sa.func.count(), sa.func.min(anchor), sa.func.max(anchor)).where(
+            *self._selection_conditions(selection, HoldSet())
+        )
+        row = self._run(lambda c: c.execute(q).one())
+        return int(row[0]), row[1], row[2]
+
+    def iter_records(self, selection: RowSelection, columns: Sequence[str]) -> Iterator[list[Record]]:
+        """Stream the selected records (held ones included) with the named columns, in key order."""
+        t = self.table(selection.table)
+        key = t.c[selection.key]
+        wanted = list(dict.fromkeys([selection.key, selection.subject_column, *columns]))
+        cols = [self.column(selection.table, c) for c in wanted]
+        conds = self._selection_conditions(selection, HoldSet())
+        last: Any = None
+        while True:
+            q = sa.select(*cols).where(*conds).order_by(key).limit(self.batch_size)
+            if last is not None:
+                q = q.where(key > last)
+            rows = self._run(lambda c, q=q: [dict(r._mapping) for r in c.execute(q)])
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][selection.key]
+
+    # -- SQL building -----------------------------------------------------------------------------
+
+    def _selection_conditions(
+        self, sel: RowSelection, holds: HoldSet, only_subjects: frozenset[str] | None = None
+    ) -> list[sa.ColumnElement[bool]]:
+        t = self.table(sel.table)
+        conds: list[sa.ColumnElement[bool]] = []
+        if sel.cutoff is not None:
+            due = self._due(t.c[sel.anchor], sel.cutoff)
+            conds.append(sa.not_(due) | t.c[sel.anchor].is_(None) if sel.not_due else due)
+        subject_col = self.column(sel.table, sel.subject_column)
+        if sel.subject is not None:
+            conds.append(subject_col == self._coerce(subject_col, sel.subject))
+        held = [v for v in (self._coerce_or_none(subject_col, s) for s in holds.subjects) if v is not None]
+        if held:
+            conds.append(subject_col.not_in(held) | subject_col.is_(None))
+        if only_subjects is not None:
+            values = [v for v in (self._coerce_or_none(subject_col, s) for s in only_subjects) if v is not None]
+            conds.append(subject_col.in_(values))
+        return conds
+
+    def _conditions(
+        self, target: TableTarget, holds: HoldSet, only_subjects: frozenset[str] | None = None
+    ) -> list[sa.ColumnElement[bool]]:
+        """Conditions on the *records* table; for a child target, rows having matching children."""
+        conds = self._selection_conditions(target.selection, holds, only_subjects)
+        if target.table == target.selection.table:
+            if target.action == "anonymise":
+                conds.append(self._needs_anonymising(self.table(target.table), target.fields))
+            return conds
+        rec = self.table(target.selection.table)
+        child = self.table(target.table)
+        fk = self.column(target.table, target.foreign_key or "")
+        child_q = sa.select(sa.literal(1)).where(fk == rec.c[target.selection.key])
+        if target.action == "anonymise":
+            child_q = child_q.where(self._needs_anonymising(child, target.fields))
+        conds.append(sa.exists(child_q))
+        return conds
+
+    @staticmethod
+    def _due(anchor: sa.Column[Any], cutoff: Cutoff) -> sa.ColumnElement[bool]:
+        python_type = _python_type(anchor)
+        if python_type is dt.date:
+            return anchor < cutoff.date_bound
+        return anchor <= cutoff.instant if cutoff.inclusive else anchor < cutoff.instant
+
+    def _needs_anonymising(self, t: sa.Table, fields: Mapping[str, FieldRule]) -> sa.ColumnElement[bool]:
+        parts = []
+        for name, rule in fields.items():
+            col = self.column(t.name, name)
+            if rule.strategy == "null":
+                parts.append(col.is_not(None))
+            elif rule.strategy == "pseudonym":
+                parts.append(col.is_not(None) & sa.not_(col.startswith(PSEUDONYM_PREFIX, autoescape=True)))
+            else:
+                parts.append(col.is_not(None) & (col != _replacement(rule)))
+        return sa.or_(*parts)
+
+    def _range(self, sel: RowSelection, lo: Any, hi: Any) -> list[sa.ColumnElement[bool]]:
+        key = self.table(sel.table).c[sel.key]
+        return [key <= hi] if lo is None else [key > lo, key <= hi]
+
+    def _apply(self, conn: Connection, target: TableTarget, conds: list[sa.ColumnElement[bool]]) -> int:
+        rec = self.table(target.selection.table)
+        t = self.table(target.table)
+        if target.table == target.selection.table:
+            where: list[sa.ColumnElement[bool]] = conds
+        else:
+            fk = t.c[target.foreign_key or ""]
+            where = [fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))]
+            if target.action == "anonymise":
+                where.append(self._needs_anonymising(t, target.fields))
+        if target.action == "delete":
+            self.statements += 1
+            return int(conn.execute(sa.delete(t).where(*where)).rowcount)
+        if any(rule.strategy == "pseudonym" for rule in target.fields.values()):
+            return self._pseudonymise(conn, t, target, where)
+        values = {name: _replacement(rule) for name, rule in target.fields.items()}
+        self.statements += 1
+        return int(conn.execute(sa.update(t).where(*where).values(**values)).rowcount)
+
+    def _pseudonymise(
+        self, conn: Connection, t: sa.Table, target: TableTarget, where: list[sa.ColumnElement[bool]]
+    ) -> int:
+        if not target.pseudonym_key:
+            raise TerminalError(f"{target.category}: strategy pseudonym needs the pseudonym key")
+        pk = list(t.primary_key.columns)
+        if len(pk) != 1:
+            raise TerminalError(f"table {t.name!r}: pseudonymising needs a single-column primary key")
+        names = list(target.fields)
+        rows = conn.execute(sa.select(pk[0], *(t.c[n] for n in names)).where(*where)).all()
+        self.statements += 1
+        if not rows:
+            return 0
+        params = []
+        for row in rows:
+            values: dict[str, Any] = {"_pk": row[0]}
+            # bind names differ from column names: SQLAlchemy reserves those for SET
+            for i, name in enumerate(names):
+                rule, value = target.fields[name], row[i + 1]
+                if rule.strategy != "pseudonym":
+                    values[f"v_{name}"] = _replacement(rule)
+                elif value is None or str(value).startswith(PSEUDONYM_PREFIX):
+                    values[f"v_{name}"] = value
+                else:
+                    values[f"v_{name}"] = pseudonymise(target.pseudonym_key, str(value), namespace=f"{t.name}.{name}")
+            params.append(values)
+        stmt = sa.update(t).where(pk[0] == sa.bindparam("_pk")).values({n: sa.bindparam(f"v_{n}") for n in names})
+        conn.execute(stmt, params)
+        self.statements += 1
+        return len(params)
+
+    def _count(self, target: TableTarget, conds: list[sa.ColumnElement[bool]]) -> int:
+        rec = self.table(target.selection.table)
+        if target.table == target.selection.table:
+            q = sa.select(sa.func.count()).select_from(rec).where(*conds)
+        else:
+            t = self.table(target.table)
+            fk = t.c[target.foreign_key or ""]
+            where = [fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))]
+            if target.action == "anonymise":
+                where.append(self._needs_anonymising(t, target.fields))
+            q = sa.select(sa.func.count()).select_from(t).where(*where)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
+
+    def _count_held(self, target: TableTarget, holds: HoldSet, batch: Batch[KeyRange]) -> int:
+        if not holds.subjects:
+            return 0
+        total = 0
+        for lo, hi in batch.items:
+            conds = [
+                *self._conditions(target, HoldSet(), only_subjects=holds.subjects),
+                *self._range(target.selection, lo, hi),
+            ]
+            total += self._count(target, conds)
+        return total
+
+    @staticmethod
+    def _coerce(col: sa.Column[Any], value: str) -> Any:
+        python_type = _python_type(col)
+        if python_type is int:
+            text = str(value).strip()
+            if not text.isdigit():
+                raise TerminalError(f"subject value is not valid for integer column {col.name!r}")
+            return int(text)
+        return str(value)
+
+    @classmethod
+    def _coerce_or_none(cls, col: sa.Column[Any], value: str) -> Any:
+        try:
+            return cls._coerce(col, value)
+        except TerminalError:
+            return None
+
+    def _run(self, fn: Any, *, write: bool = False) -> Any:
+        """Run ``fn(connection)`` in its own transaction; map connection trouble to transient errors."""
+        try:
+            with self.engine.begin() as conn:
+                result = fn(conn)
+            if not write:
+                self.statements += 1
+            return result
+        except OperationalError as e:
+            raise TransientError(f"database operation failed: {type(e.orig).__name__}") from None
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                raise TransientError("database connection lost") from None
+            raise TerminalError(f"database refused the statement: {type(e.orig).__name__}") from None
+
+
+def _replacement(rule: FieldRule) -> str | None:
+    if rule.strategy == "null":
+        return None
+    if rule.strategy == "redact":
+        return REDACTED
+    return rule.value
+
+
+def _python_type(col: sa.Column[Any]) -> type:
+    try:
+        python_type: type = col.type.python_type
+    except NotImplementedError:
+        return object
+    if python_type is dt.datetime:
+        return dt.datetime
+    return python_type

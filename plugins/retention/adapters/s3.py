@@ -1,0 +1,353 @@
+"""The S3 adapter: erases every version and delete marker of the objects a target selects.
+
+A target names a bucket and a key template filled from each selected record
+(``documents/{customer_id}/{id}.pdf``: that key; ``exports/{customer_id}/``: every
+key under that prefix). Items are object versions; erasing deletes them by version
+id, so nothing of the object survives in the bucket's history. Versions of held
+subjects or under held prefixes, and versions protected by S3 Object Lock, are
+kept and reported. Every API call is counted in ``requests``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from retention.adapters.base import (
+    Batch,
+    EraseOutcome,
+    HoldSet,
+    HoldSource,
+    Record,
+    RecordSource,
+    VerifyOutcome,
+    no_holds,
+)
+from retention.errors import RetentionError, TerminalError, TransientError, UnknownLocationError
+from retention.paths import is_prefix, render
+
+MAX_BATCH = 1000
+"""Versions per batch, and keys per DeleteObjects request (the S3 maximum)."""
+
+_THROTTLING = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequests",
+    }
+)
+_TRANSIENT_CODES = _THROTTLING | {"InternalError", "ServiceUnavailable", "RequestTimeout"}
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_LOCK_NOT_CONFIGURED = frozenset({"ObjectLockConfigurationNotFoundError"})
+_VERSION_GONE = frozenset({"404", "NoSuchKey", "NoSuchVersion"})
+_MAX_ERROR_CODES = 10
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """The object versions one policy location selects in one bucket."""
+
+    category: str
+    bucket: str
+    key_template: str
+    """Filled per record by ``retention.paths.render()``; a trailing ``/`` selects every key under it."""
+    records: RecordSource
+    subject_field: str
+    """The record field holding the subject (customer) id, for legal holds."""
+    holds: HoldSource = no_holds
+
+
+class S3Version(NamedTuple):
+    """One object version or delete marker, with the subjects of the records that selected it."""
+
+    key: str
+    version_id: str
+    is_delete_marker: bool
+    subjects: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One ListObjectVersions prefix serving the rendered keys (or prefixes) of several records.
+
+    ``owners`` maps each rendered key or prefix to the subjects of the records that named it.
+    """
+
+    prefix: str
+    owners: Mapping[str, frozenset[str]]
+
+    def subjects_of(self, key: str, exact: bool) -> frozenset[str] | None:
+        """The subjects owning a listed ``key``, or ``None`` if no record selects it."""
+        if exact:
+            return self.owners.get(key)
+        # Prefix templates end in "/", so a key's candidate owners are its "/"-terminated prefixes.
+        found: frozenset[str] | None = None
+        for end in range(len(self.prefix) - 1, len(key)):
+            if key[end] == "/":
+                subjects = self.owners.get(key[: end + 1])
+                if subjects is not None:
+                    found = subjects if found is None else found | subjects
+        return found
+
+
+def group_listings(wanted: Iterable[tuple[str, str | None]]) -> list[Listing]:
+    """Group (rendered key or prefix, subject) pairs so that each version is listed once.
+
+    Identical keys share a listing, and so does every key starting with another wanted
+    key: listing that shorter prefix already returns its versions. Listings never overlap.
+    """
+    owners: dict[str, set[str]] = {}
+    for key, subject in wanted:
+        subjects = owners.setdefault(key, set())
+        if subject is not None:
+            subjects.add(subject)
+    groups: list[tuple[str, dict[str, frozenset[str]]]] = []
+    for key in sorted(owners):
+        if groups and key.startswith(groups[-1][0]):
+            groups[-1][1][key] = frozenset(owners[key])
+        else:
+            groups.append((key, {key: frozenset(owners[key])}))
+    return [Listing(prefix, members) for prefix, members in groups]
+
+
+def error_code(response: Mapping[str, Any]) -> str:
+    """The error code of an S3 error response, reduced to a short token safe for logs."""
+    error = response.get("Error")
+    raw = str(error.get("Code", "")) if isinstance(error, Mapping) else ""
+    return re.sub(r"[^A-Za-z0-9._-]", "", raw)[:64] or "Unknown"
+
+
+def classify(error: Exception, operation: str, bucket: str) -> RetentionError:
+    """Map a botocore error to a transient or terminal engine error naming only the bucket and the code."""
+    where = f"S3 {operation} on bucket {bucket!r}"
+    if isinstance(error, ClientError):
+        code = error_code(error.response)
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code == "NoSuchBucket" or (operation == "HeadBucket" and status == 404):
+            return UnknownLocationError(f"S3 bucket {bucket!r} does not exist")
+        if code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS:
+            return TransientError(f"{where} failed with {code} (HTTP {status})")
+        return TerminalError(f"{where} was refused with {code} (HTTP {status})")
+    if isinstance(error, (BotoConnectionError, HTTPClientError)):
+        return TransientError(f"{where} failed: {type(error).__name__}")
+    return TerminalError(f"{where} failed: {type(error).__name__}")
+
+
+@dataclass(frozen=True)
+class _Lock:
+    until: str | None
+
+
+class S3Adapter:
+    """Locate, erase and verify object versions through one boto3 S3 client."""
+
+    store = "s3"
+    requests: int
+    """Every S3 API call made through this adapter (botocore's own retries not included)."""
+
+    def __init__(self, client: Any, *, page_size: int = 1000) -> None:
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        self._client = client
+        self._page_size = page_size
+        self._known_buckets: set[str] = set()
+        self._lock_enabled: dict[str, bool] = {}
+        self.requests = 0
+
+    def locate(self, target: S3Target) -> Iterator[Batch[S3Version]]:
+        """Yield every version and delete marker the target selects, up to 1,000 a batch; touch nothing."""
+        self._check_bucket(target.bucket)
+        buffer: list[S3Version] = []
+        for version in self._selected(target):
+            buffer.append(version)
+            if len(buffer) == MAX_BATCH:
+                yield _batch(buffer)
+                buffer = []
+        if buffer:
+            yield _batch(buffer)
+
+    def erase(self, target: S3Target, batch: Batch[S3Version]) -> EraseOutcome:
+        """Delete the batch's versions not held or locked now; per-key refusals are counted as failed."""
+        self._check_bucket(target.bucket)
+        outcome = EraseOutcome()
+        locks = self._locks(target.bucket, batch.items)
+        # Holds are read after the (slow) lock checks so that they are as fresh as possible.
+        holds = target.holds()
+        doomed: list[S3Version] = []
+        for index, version in enumerate(batch.items):
+            if _held(version, holds):
+                outcome.keep("legal_hold")
+            elif index in locks:
+                outcome.keep("object_lock", until=locks[index].until)
+            else:
+                doomed.append(version)
+        for start in range(0, len(doomed), MAX_BATCH):
+            self._delete(target.bucket, doomed[start : start + MAX_BATCH], outcome)
+        return outcome
+
+    def verify(self, target: S3Target) -> VerifyOutcome:
+        """Look again: versions still selected count as remaining unless held or locked (then as kept)."""
+        holds = target.holds()
+        remaining = kept = 0
+        for batch in self.locate(target):
+            locks = self._locks(target.bucket, batch.items)
+            for index, version in enumerate(batch.items):
+                if _held(version, holds) or index in locks:
+                    kept += 1
+                else:
+                    remaining += 1
+        return VerifyOutcome(remaining=remaining, kept=kept)
+
+    def _selected(self, target: S3Target) -> Iterator[S3Version]:
+        exact = not is_prefix(target.key_template)
+        what = f"S3 key of category {target.category!r}"
+        for records in target.records():
+            wanted = [
+                (render(target.key_template, r, what), _subject(r, target.subject_field)) for r in records
+            ]
+            for listing in group_listings(wanted):
+                for key, version_id, is_marker in self._versions(target.bucket, listing.prefix):
+                    subjects = listing.subjects_of(key, exact)
+                    if subjects is not None:
+                        yield S3Version(key, version_id, is_marker, subjects)
+
+    def _versions(self, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
+        """Every (key, version id, is delete marker) under ``prefix``, one page in memory at a time."""
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        page = self._call("list_object_versions", bucket, **params)
+        while True:
+            marker = _next_marker(page, bucket)
+            held_back: list[tuple[str, str, bool]] = []
+            for entry in _entries(page):
+                # The entry the next page starts after is released only once that page is
+                # fetched: the caller may delete what we yield, and a marker naming a deleted
+                # version makes some servers (moto) return an empty page.
+                if marker is not None and entry[:2] == marker:
+                    held_back.append(entry)
+                else:
+                    yield entry
+            if marker is None:
+                return
+            page = self._call(
+                "list_object_versions", bucket, **params, KeyMarker=marker[0], VersionIdMarker=marker[1]
+            )
+            yield from held_back
+
+    def _delete(self, bucket: str, versions: Sequence[S3Version], outcome: EraseOutcome) -> None:
+        objects = [{"Key": v.key, "VersionId": v.version_id} for v in versions]
+        response = self._call(
+            "delete_objects", bucket, Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+        )
+        errors = response.get("Errors") or []
+        outcome.failed += len(errors)
+        outcome.erased += len(versions) - len(errors)
+        for error in errors:
+            code = error_code({"Error": error})
+            if code not in outcome.errors and len(outcome.errors) < _MAX_ERROR_CODES:
+                outcome.errors.append(code)
+
+    def _locks(self, bucket: str, versions: Sequence[S3Version]) -> dict[int, _Lock]:
+        """The Object Lock in force on each version, by position; empty if the bucket has no Object Lock."""
+        candidates = [(i, v) for i, v in enumerate(versions) if not v.is_delete_marker]
+        if not candidates or not self._object_lock_enabled(bucket):
+            return {}
+        locks: dict[int, _Lock] = {}
+        now = datetime.now(UTC)
+        for index, version in candidates:
+            lock = self._lock_of(bucket, version, now)
+            if lock is not None:
+                locks[index] = lock
+        return locks
+
+    def _lock_of(self, bucket: str, version: S3Version, now: datetime) -> _Lock | None:
+        # HeadObject reports retention and legal hold in one call; moto 5.2 does not
+        # implement GetObjectRetention (it answers with the object body).
+        head = self._call(
+            "head_object",
+            bucket,
+            tolerate=_VERSION_GONE,
+            Bucket=bucket,
+            Key=version.key,
+            VersionId=version.version_id,
+        )
+        if head is None:
+            return None
+        until = head.get("ObjectLockRetainUntilDate")
+        if head.get("ObjectLockMode") and isinstance(until, datetime) and until > now:
+            return _Lock(until.astimezone(UTC).isoformat(timespec="seconds"))
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return _Lock(None)
+        return None
+
+    def _object_lock_enabled(self, bucket: str) -> bool:
+        if bucket not in self._lock_enabled:
+            config = self._call(
+                "get_object_lock_configuration", bucket, tolerate=_LOCK_NOT_CONFIGURED, Bucket=bucket
+            )
+            enabled = (config or {}).get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            self._lock_enabled[bucket] = enabled
+        return self._lock_enabled[bucket]
+
+    def _check_bucket(self, bucket: str) -> None:
+        if bucket not in self._known_buckets:
+            self._call("head_bucket", bucket, Bucket=bucket)
+            self._known_buckets.add(bucket)
+
+    def _call(self, method: str, bucket: str, tolerate: frozenset[str] = frozenset(), **params: Any) -> Any:
+        """Call one S3 API, counting it; ``None`` for a tolerated error code, else a classified error."""
+        self.requests += 1
+        try:
+            return getattr(self._client, method)(**params)
+        except ClientError as exc:
+            if error_code(exc.response) in tolerate:
+                return None
+            failure: Exception = exc
+        except BotoCoreError as exc:
+            failure = exc
+        # "from None": botocore messages may carry the object key (the request URL).
+        raise classify(failure, _operation(method), bucket) from None
+
+
+def _operation(method: str) -> str:
+    return "".join(part.title() for part in method.split("_"))
+
+
+def _subject(record: Record, field: str) -> str | None:
+    if field not in record:
+        raise TerminalError(f"selected records lack the subject field {field!r}")
+    value = record[field]
+    return None if value is None else str(value)
+
+
+def _held(version: S3Version, holds: HoldSet) -> bool:
+    return any(holds.subject_held(s) for s in version.subjects) or holds.path_held(version.key)
+
+
+def _batch(versions: list[S3Version]) -> Batch[S3Version]:
+    return Batch(items=versions, keys=[f"{v.key}@{v.version_id}" for v in versions])
+
+
+def _entries(page: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    for version in page.get("Versions") or ():
+        yield version["Key"], version["VersionId"], False
+    for marker in page.get("DeleteMarkers") or ():
+        yield marker["Key"], marker["VersionId"], True
+
+
+def _next_marker(page: Mapping[str, Any], bucket: str) -> tuple[str, str] | None:
+    """Where the next page starts, or ``None`` after the last page."""
+    if not page.get("IsTruncated"):
+        return None
+    key, version_id = page.get("NextKeyMarker"), page.get("NextVersionIdMarker")
+    if not key or not version_id:
+        raise TerminalError(f"S3 ListObjectVersions on bucket {bucket!r} was truncated without a next marker")
+    return key, version_id
