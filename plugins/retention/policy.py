@@ -9,6 +9,7 @@ Identifiers are checked against the real database schema separately
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -210,7 +211,9 @@ class Policy(_Strict):
     def _consistent(self) -> Policy:
         db = [loc for loc in self.locations if isinstance(loc, DatabaseLocation)]
         if not any(loc.table == self.records.table and loc.foreign_key is None for loc in db):
-            raise ValueError(f"locations must include the records table {self.records.table!r} itself (store: database)")
+            raise ValueError(
+                f"locations must include the records table {self.records.table!r} itself (store: database)"
+            )
         seen: set[str] = set()
         for loc in db:
             if loc.table in seen:
@@ -269,14 +272,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a mapping with the same key twice."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep)
 
@@ -324,7 +327,7 @@ def parse_policy(text: str, file: str) -> Policy:
 
 
 def load_policies(folder: str | Path) -> PolicySet:
-    """Load every ``*.yaml`` in ``folder`` into a ``PolicySet`` ordered by ``after``; raise on the first problem."""
+    """Load every ``*.yaml`` in ``folder`` into a ``PolicySet`` ordered by ``after``; raise on a problem."""
     root = Path(folder)
     files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml"))
     if not files:
@@ -365,35 +368,60 @@ def _order(policies: Iterable[Policy], sources: Mapping[str, str]) -> list[Polic
     return ordered
 
 
-def check_against_schema(policy_set: PolicySet, columns_of: Mapping[str, Mapping[str, Any]]) -> None:
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the policy check needs to know about one column of the live schema."""
+
+    type: Any
+    """The SQLAlchemy type."""
+    nullable: bool = True
+
+
+def check_against_schema(policy_set: PolicySet, columns_of: Mapping[str, Mapping[str, ColumnInfo]]) -> None:
     """Refuse any table or column a policy names that the real schema does not have.
 
-    ``columns_of`` maps table name -> {column name: SQLAlchemy type}, as reflected from
-    the running database (see ``retention.adapters.database.reflect_columns``).
+    ``columns_of`` maps table name -> {column name: ColumnInfo}, as reflected from the
+    running database (see ``retention.adapters.database.reflect_columns``). Also refuses
+    the ``null`` strategy on a NOT NULL column, which the database would reject mid-run.
     """
     for policy in policy_set.policies:
         file = policy_set.sources[policy.id]
         rec = policy.records
         _need_table(columns_of, rec.table, file, "records.table")
         cols = columns_of[rec.table]
-        for field, col in (("records.key", rec.key), ("records.subject", rec.subject),
-                           ("retention.anchor", policy.retention.anchor)):
+        for field, col in (
+            ("records.key", rec.key),
+            ("records.subject", rec.subject),
+            ("retention.anchor", policy.retention.anchor),
+        ):
             _need_column(cols, rec.table, col, file, field)
-        if not _is_temporal(cols[policy.retention.anchor]):
-            raise PolicyError(file, "retention.anchor",
-                              f"column {rec.table}.{policy.retention.anchor} is not a date or timestamp")
+        if not _is_temporal(cols[policy.retention.anchor].type):
+            raise PolicyError(
+                file,
+                "retention.anchor",
+                f"column {rec.table}.{policy.retention.anchor} is not a date or timestamp",
+            )
         for i, loc in enumerate(policy.locations):
             where = f"locations[{i}]"
             if isinstance(loc, DatabaseLocation):
                 _need_table(columns_of, loc.table, file, f"{where}.table")
                 if loc.foreign_key:
-                    _need_column(columns_of[loc.table], loc.table, loc.foreign_key, file, f"{where}.foreign_key")
-                for name in loc.fields:
-                    _need_column(columns_of[loc.table], loc.table, name, file, f"{where}.fields.{name}")
+                    _need_column(
+                        columns_of[loc.table], loc.table, loc.foreign_key, file, f"{where}.foreign_key"
+                    )
+                for name, rule in loc.fields.items():
+                    field = f"{where}.fields.{name}"
+                    _need_column(columns_of[loc.table], loc.table, name, file, field)
+                    if rule.strategy == "null" and not columns_of[loc.table][name].nullable:
+                        raise PolicyError(
+                            file, field, f"column {loc.table}.{name} is NOT NULL: use redact or fixed"
+                        )
             else:
                 template = loc.key if isinstance(loc, S3Location) else loc.path
                 for name in placeholders(template):
-                    _need_column(cols, rec.table, name, file, f"{where}.{'key' if loc.store == 's3' else 'path'}")
+                    _need_column(
+                        cols, rec.table, name, file, f"{where}.{'key' if loc.store == 's3' else 'path'}"
+                    )
 
 
 def _need_table(columns_of: Mapping[str, Any], table: str, file: str, field: str) -> None:
@@ -408,8 +436,6 @@ def _need_column(cols: Mapping[str, Any], table: str, column: str, file: str, fi
 
 def _is_temporal(sqltype: Any) -> bool:
     try:
-        import datetime as _dt
-
-        return issubclass(sqltype.python_type, (_dt.date, _dt.datetime))
+        return issubclass(sqltype.python_type, (dt.date, dt.datetime))
     except (NotImplementedError, AttributeError):
         return False

@@ -21,12 +21,15 @@ from retention.errors import TerminalError, UnknownLocationError
 from retention.policy import FieldRule
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
-CUTOFF = Cutoff(instant=NOW - timedelta(days=365), inclusive=True, date_bound=(NOW - timedelta(days=365)).date())
+CUTOFF = Cutoff(
+    instant=NOW - timedelta(days=365), inclusive=True, date_bound=(NOW - timedelta(days=365)).date()
+)
 KEY = b"k" * 32
 
 meta = sa.MetaData()
 people = sa.Table(
-    "people", meta,
+    "people",
+    meta,
     sa.Column("pid", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("owner", sa.BigInteger, index=True),
     sa.Column("seen_at", sa.DateTime(timezone=True), index=True),
@@ -36,7 +39,8 @@ people = sa.Table(
     sa.Column("city", sa.Text),
 )
 notes = sa.Table(
-    "notes", meta,
+    "notes",
+    meta,
     sa.Column("nid", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("person_fk", sa.BigInteger, sa.ForeignKey("people.pid"), index=True),
     sa.Column("body", sa.Text),
@@ -50,8 +54,17 @@ def populate(engine: Engine) -> None:
     for i in range(1, N + 1):
         due = i % 2 == 0  # even ids are a year and a day (or more) old
         seen = NOW - timedelta(days=366 + i % 50) if due else NOW - timedelta(days=364 - i % 50)
-        rows.append({"pid": i, "owner": i % 10, "seen_at": seen, "signed_on": seen.date(),
-                     "name": f"Navn {i}", "mail": f"p{i}@example.dk", "city": "Aarhus"})
+        rows.append(
+            {
+                "pid": i,
+                "owner": i % 10,
+                "seen_at": seen,
+                "signed_on": seen.date(),
+                "name": f"Navn {i}",
+                "mail": f"p{i}@example.dk",
+                "city": "Aarhus",
+            }
+        )
     with engine.begin() as c:
         c.execute(people.insert(), rows)
         c.execute(notes.insert(), [{"nid": i, "person_fk": i, "body": f"note {i}"} for i in range(1, N + 1)])
@@ -69,7 +82,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 def due_selection(**kw: object) -> RowSelection:
-    return RowSelection(table="people", key="pid", subject_column="owner", anchor="seen_at", cutoff=CUTOFF, **kw)  # type: ignore[arg-type]
+    return RowSelection(
+        table="people", key="pid", subject_column="owner", anchor="seen_at", cutoff=CUTOFF, **kw
+    )  # type: ignore[arg-type]
 
 
 def run(adapter: DatabaseAdapter, target: TableTarget) -> tuple[int, int, dict[str, int]]:
@@ -119,8 +134,9 @@ def test_held_subjects_are_kept_even_when_the_hold_arrives_between_locate_and_er
     adapter = DatabaseAdapter(db, batch_size=10_000)
     holds = {"now": HoldSet()}
     sel = due_selection()
-    target = TableTarget("c", sel, table="notes", action="delete", foreign_key="person_fk",
-                         holds=lambda: holds["now"])
+    target = TableTarget(
+        "c", sel, table="notes", action="delete", foreign_key="person_fk", holds=lambda: holds["now"]
+    )
     batch = next(adapter.locate(target))
     holds["now"] = HoldSet(subjects=frozenset({"4"}))
     out = adapter.erase(target, batch)
@@ -138,10 +154,14 @@ def test_held_subjects_are_kept_even_when_the_hold_arrives_between_locate_and_er
 
 def test_anonymise_null_redact_pseudonym_is_idempotent_and_verified(db: Engine) -> None:
     adapter = DatabaseAdapter(db, batch_size=100)
-    fields = {"name": FieldRule(strategy="pseudonym"), "mail": FieldRule(strategy="null"),
-              "city": FieldRule(strategy="redact")}
-    target = TableTarget("c", due_selection(), table="people", action="anonymise", fields=fields,
-                         pseudonym_key=KEY)
+    fields = {
+        "name": FieldRule(strategy="pseudonym"),
+        "mail": FieldRule(strategy="null"),
+        "city": FieldRule(strategy="redact"),
+    }
+    target = TableTarget(
+        "c", due_selection(), table="people", action="anonymise", fields=fields, pseudonym_key=KEY
+    )
     before = adapter.verify(target)
     assert before.remaining == N // 2
     _, anonymised, _ = run(adapter, target)
@@ -162,11 +182,17 @@ def test_anonymise_null_redact_pseudonym_is_idempotent_and_verified(db: Engine) 
 
 def test_subject_selection_and_date_anchor(db: Engine) -> None:
     adapter = DatabaseAdapter(db)
-    by_subject = RowSelection(table="people", key="pid", subject_column="owner", anchor="seen_at", subject="3")
+    by_subject = RowSelection(
+        table="people", key="pid", subject_column="owner", anchor="seen_at", subject="3"
+    )
     assert adapter.count(by_subject) == N // 10
-    by_date = RowSelection(table="people", key="pid", subject_column="owner", anchor="signed_on", cutoff=CUTOFF)
+    by_date = RowSelection(
+        table="people", key="pid", subject_column="owner", anchor="signed_on", cutoff=CUTOFF
+    )
     # A date counts from the end of that day: only dates strictly before the cutoff's date are due.
-    expected = sum(1 for i in range(2, N + 1, 2) if (NOW - timedelta(days=366 + i % 50)).date() < CUTOFF.date_bound)
+    expected = sum(
+        1 for i in range(2, N + 1, 2) if (NOW - timedelta(days=366 + i % 50)).date() < CUTOFF.date_bound
+    )
     assert adapter.count(by_date) == expected
     records = [r for batch in adapter.iter_records(by_subject, ["mail"]) for r in batch]
     assert len(records) == N // 10 and all(set(r) == {"pid", "owner", "mail"} for r in records)
@@ -178,6 +204,8 @@ def test_bad_identifiers_and_subject_values_are_refused(db: Engine) -> None:
         adapter.table("peeple")
     with pytest.raises(UnknownLocationError, match="column 'nmae' does not exist"):
         adapter.column("people", "nmae")
-    sel = RowSelection(table="people", key="pid", subject_column="owner", anchor="seen_at", subject="1 OR 1=1")
+    sel = RowSelection(
+        table="people", key="pid", subject_column="owner", anchor="seen_at", subject="1 OR 1=1"
+    )
     with pytest.raises(TerminalError, match="not valid for integer column"):
         adapter.count(sel)

@@ -14,8 +14,13 @@ CPH = ZoneInfo("Europe/Copenhagen")
 
 
 def rule(period: str, counts_from: str = "event", fy: str = "01-01") -> Retention:
-    return Retention(period=period, counts_from=counts_from, event="the event", anchor="at",  # type: ignore[arg-type]
-                     financial_year_start=fy)
+    return Retention(
+        period=period,
+        counts_from=counts_from,
+        event="the event",
+        anchor="at",  # type: ignore[arg-type]
+        financial_year_start=fy,
+    )
 
 
 def test_item_exactly_at_the_cutoff_is_due_and_one_microsecond_later_is_not() -> None:
@@ -41,10 +46,13 @@ def test_month_end_clamps_towards_keeping() -> None:
     assert c.instant == datetime(2027, 2, 28, 10, 0, tzinfo=CPH).astimezone(UTC)
 
 
-@pytest.mark.parametrize("now_utc", [
-    datetime(2026, 3, 30, 0, 30, tzinfo=UTC),   # 02:30 CEST; one day earlier 02:30 does not exist
-    datetime(2026, 10, 26, 1, 30, tzinfo=UTC),  # 02:30 CET; one day earlier 02:30 exists twice
-])
+@pytest.mark.parametrize(
+    "now_utc",
+    [
+        datetime(2026, 3, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST; one day earlier 02:30 does not exist
+        datetime(2026, 10, 26, 1, 30, tzinfo=UTC),  # 02:30 CET; one day earlier 02:30 exists twice
+    ],
+)
 def test_dst_gap_and_fold_resolve_to_the_earlier_instant(now_utc: datetime) -> None:
     c = cutoff_for(rule("P1D"), now_utc)
     # Never later than 24 real hours ago: nothing younger than a full local day is due.

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from retention.errors import PolicyError
-from retention.policy import Period, check_against_schema, load_policies, parse_policy
+from retention.policy import ColumnInfo, Period, check_against_schema, load_policies, parse_policy
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 
@@ -81,8 +81,12 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "field", "word"), MALFORMED, ids=[f"{m[0]}={m[1]!r}" for m in MALFORMED])
-def test_malformed_policy_is_refused_naming_file_and_field(path: str, value: Any, field: str, word: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "value", "field", "word"), MALFORMED, ids=[f"{m[0]}={m[1]!r}" for m in MALFORMED]
+)
+def test_malformed_policy_is_refused_naming_file_and_field(
+    path: str, value: Any, field: str, word: str
+) -> None:
     text = yaml.safe_dump(mutate(path, value), allow_unicode=True)
     with pytest.raises(PolicyError) as err:
         parse_policy(text, FILE)
@@ -96,12 +100,26 @@ def test_anonymise_without_fields_and_unknown_strategy_are_refused() -> None:
     doc = mutate("locations.2", {"store": "database", "table": "documents", "action": "anonymise"})
     with pytest.raises(PolicyError, match=r"locations\[2\]: anonymise needs 'fields'"):
         parse_policy(yaml.safe_dump(doc), FILE)
-    doc = mutate("locations.2", {"store": "database", "table": "documents", "action": "anonymise",
-                                 "fields": {"filename": {"strategy": "shuffle"}}})
+    doc = mutate(
+        "locations.2",
+        {
+            "store": "database",
+            "table": "documents",
+            "action": "anonymise",
+            "fields": {"filename": {"strategy": "shuffle"}},
+        },
+    )
     with pytest.raises(PolicyError, match=r"locations\[2\]\.fields\.filename\.strategy"):
         parse_policy(yaml.safe_dump(doc), FILE)
-    doc = mutate("locations.2", {"store": "database", "table": "documents", "action": "anonymise",
-                                 "fields": {"filename": {"strategy": "fixed"}}})
+    doc = mutate(
+        "locations.2",
+        {
+            "store": "database",
+            "table": "documents",
+            "action": "anonymise",
+            "fields": {"filename": {"strategy": "fixed"}},
+        },
+    )
     with pytest.raises(PolicyError, match=r"locations\[2\]\.fields\.filename: 'value' is required"):
         parse_policy(yaml.safe_dump(doc), FILE)
 
@@ -157,10 +175,14 @@ def test_shipped_policy_set_is_valid_and_ordered() -> None:
 def _schema(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import sqlalchemy as sa
 
-    base: dict[str, dict[str, Any]] = {
-        "documents": {"id": sa.BigInteger(), "customer_id": sa.BigInteger(), "delivered_at": sa.DateTime(),
-                      "s3_key": sa.Text(), "archive_path": sa.Text()},
+    types = {
+        "id": sa.BigInteger(),
+        "customer_id": sa.BigInteger(),
+        "delivered_at": sa.DateTime(),
+        "s3_key": sa.Text(),
+        "archive_path": sa.Text(),
     }
+    base: dict[str, dict[str, Any]] = {"documents": {k: ColumnInfo(v) for k, v in types.items()}}
     base.update(overrides)
     return base
 
@@ -174,18 +196,46 @@ def test_schema_check_refuses_missing_table_and_columns() -> None:
     with pytest.raises(PolicyError, match="records.table: table 'documents' does not exist"):
         check_against_schema(only_docs, {})
     cols = _schema()["documents"]
-    for missing, field in (("customer_id", "records.subject"), ("delivered_at", "retention.anchor"),
-                           ("s3_key", r"locations\[0\]\.key"), ("archive_path", r"locations\[1\]\.path")):
+    for missing, field in (
+        ("customer_id", "records.subject"),
+        ("delivered_at", "retention.anchor"),
+        ("s3_key", r"locations\[0\]\.key"),
+        ("archive_path", r"locations\[1\]\.path"),
+    ):
         broken = {k: v for k, v in cols.items() if k != missing}
         with pytest.raises(PolicyError, match=rf"{FILE}: {field}: column '{missing}' does not exist"):
             check_against_schema(only_docs, {"documents": broken})
     with pytest.raises(PolicyError, match="is not a date or timestamp"):
-        check_against_schema(only_docs, {"documents": {**cols, "delivered_at": sa.Text()}})
+        check_against_schema(only_docs, {"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}})
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("P5Y", Period(5, 0, 0)), ("P18M", Period(0, 18, 0)), ("P1Y6M", Period(1, 6, 0)),
-    ("P2W", Period(0, 0, 14)), ("P30D", Period(0, 0, 30)), ("P1Y2M3W4D", Period(1, 2, 25)),
-])
+def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
+    import sqlalchemy as sa
+
+    ps = load_policies(POLICY_DIR)
+    customers = type(ps)(
+        (ps.get("customer_master_data"),), {"customer_master_data": "customer_master_data.yaml"}
+    )
+    cols = {c: ColumnInfo(sa.Text()) for c in ("name", "email", "phone", "address")}
+    cols |= {"id": ColumnInfo(sa.BigInteger()), "last_activity_at": ColumnInfo(sa.DateTime())}
+    check_against_schema(customers, {"customers": cols})
+    cols["email"] = ColumnInfo(sa.Text(), nullable=False)
+    with pytest.raises(
+        PolicyError, match=r"locations\[0\]\.fields\.email: column customers.email is NOT NULL"
+    ):
+        check_against_schema(customers, {"customers": cols})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("P5Y", Period(5, 0, 0)),
+        ("P18M", Period(0, 18, 0)),
+        ("P1Y6M", Period(1, 6, 0)),
+        ("P2W", Period(0, 0, 14)),
+        ("P30D", Period(0, 0, 30)),
+        ("P1Y2M3W4D", Period(1, 2, 25)),
+    ],
+)
 def test_period_parse(text: str, expected: Period) -> None:
     assert Period.parse(text) == expected

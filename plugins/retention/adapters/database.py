@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Record, VerifyOutcome, no_holds
 from retention.clock import Cutoff
 from retention.errors import TerminalError, TransientError, UnknownLocationError
-from retention.policy import FieldRule
+from retention.policy import ColumnInfo, FieldRule
 from retention.pseudonym import pseudonymise
 
 REDACTED = "[slettet]"
@@ -63,12 +63,18 @@ class TableTarget:
     pseudonym_key: bytes | None = None
 
 
-def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Table name -> {column name: type} for the database's tables (or the named ones that exist)."""
+def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict[str, dict[str, ColumnInfo]]:
+    """Table name -> {column name: ColumnInfo} for the database's tables (or the named ones that exist)."""
     try:
         inspector = sa.inspect(engine)
         names = [t for t in inspector.get_table_names() if tables is None or t in tables]
-        return {t: {c["name"]: c["type"] for c in inspector.get_columns(t)} for t in names}
+        return {
+            t: {
+                c["name"]: ColumnInfo(c["type"], bool(c.get("nullable", True)))
+                for c in inspector.get_columns(t)
+            }
+            for t in names
+        }
     except OperationalError as e:
         raise TransientError(f"database not reachable: {type(e.orig).__name__}") from None
 
@@ -172,12 +178,16 @@ class DatabaseAdapter:
         return int(row[0]), row[1], row[2]
 
     def iter_records(self, selection: RowSelection, columns: Sequence[str]) -> Iterator[list[Record]]:
-        """Stream the selected records (held ones included) with the named columns, in key order."""
+        """Stream the selected records (held ones included) with the named columns, in key order.
+
+        Records with NULL in any of ``columns`` are left out: they have nothing in that location.
+        """
         t = self.table(selection.table)
         key = t.c[selection.key]
         wanted = list(dict.fromkeys([selection.key, selection.subject_column, *columns]))
         cols = [self.column(selection.table, c) for c in wanted]
         conds = self._selection_conditions(selection, HoldSet())
+        conds += [t.c[c].is_not(None) for c in columns]
         last: Any = None
         while True:
             q = sa.select(*cols).where(*conds).order_by(key).limit(self.batch_size)
@@ -206,7 +216,9 @@ class DatabaseAdapter:
         if held:
             conds.append(subject_col.not_in(held) | subject_col.is_(None))
         if only_subjects is not None:
-            values = [v for v in (self._coerce_or_none(subject_col, s) for s in only_subjects) if v is not None]
+            values = [
+                v for v in (self._coerce_or_none(subject_col, s) for s in only_subjects) if v is not None
+            ]
             conds.append(subject_col.in_(values))
         return conds
 
@@ -236,7 +248,7 @@ class DatabaseAdapter:
         return anchor <= cutoff.instant if cutoff.inclusive else anchor < cutoff.instant
 
     def _needs_anonymising(self, t: sa.Table, fields: Mapping[str, FieldRule]) -> sa.ColumnElement[bool]:
-        parts = []
+        parts: list[sa.ColumnElement[bool]] = []
         for name, rule in fields.items():
             col = self.column(t.name, name)
             if rule.strategy == "null":
@@ -294,9 +306,15 @@ class DatabaseAdapter:
                 elif value is None or str(value).startswith(PSEUDONYM_PREFIX):
                     values[f"v_{name}"] = value
                 else:
-                    values[f"v_{name}"] = pseudonymise(target.pseudonym_key, str(value), namespace=f"{t.name}.{name}")
+                    values[f"v_{name}"] = pseudonymise(
+                        target.pseudonym_key, str(value), namespace=f"{t.name}.{name}"
+                    )
             params.append(values)
-        stmt = sa.update(t).where(pk[0] == sa.bindparam("_pk")).values({n: sa.bindparam(f"v_{n}") for n in names})
+        stmt = (
+            sa.update(t)
+            .where(pk[0] == sa.bindparam("_pk"))
+            .values({n: sa.bindparam(f"v_{n}") for n in names})
+        )
         conn.execute(stmt, params)
         self.statements += 1
         return len(params)
@@ -308,7 +326,9 @@ class DatabaseAdapter:
         else:
             t = self.table(target.table)
             fk = t.c[target.foreign_key or ""]
-            where = [fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))]
+            where: list[sa.ColumnElement[bool]] = [
+                fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))
+            ]
             if target.action == "anonymise":
                 where.append(self._needs_anonymising(t, target.fields))
             q = sa.select(sa.func.count()).select_from(t).where(*where)

@@ -1,0 +1,42 @@
+# Alles-klar retention: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements-installed
+
+.PHONY: help system-deps venv test lint demo bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+system-deps: ## Install PostgreSQL and OpenSSH server (Debian, as root) unless already there
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV_STAMP) ## Create .venv and install the pinned requirements (again only when they change)
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt constraints.txt
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+test: system-deps venv ## Run the whole test suite against real local services
+	$(PY) -m pytest
+
+lint: venv ## ruff over the repository, strict mypy over plugins/retention
+	$(PY) -m ruff check .
+	$(PY) -m mypy -p retention
+
+demo: ## Run the demo (coming)
+	@echo "coming"; exit 1
+
+bench: ## Run the benchmark (coming)
+	@echo "coming"; exit 1

@@ -1,0 +1,90 @@
+"""One customer's erasure request (GDPR Art. 17), answered with a receipt."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, XComArg, dag, task_group
+
+from retention.params import CUSTOMER_ID_SCHEMA, REASON_SCHEMA, REQUEST_REF_SCHEMA
+from retention_airflow.notify import RetentionAlert
+from retention_airflow.tasks import (
+    GROUP,
+    POOL_S3,
+    POOL_SFTP,
+    erase_databases,
+    erase_store,
+    plan,
+    prepare_run,
+    write_receipt,
+)
+
+DOC = """
+### Customer erasure (GDPR Art. 17)
+
+Triggered by hand for one customer's request to be forgotten (or a withdrawn consent, or an
+objection). Finds everything about the customer through the policies (database rows by the
+customer id, S3 objects with all versions, SFTP archive files), erases what may be erased,
+anonymises records that must stay, keeps what the law requires (invoices under the
+Bookkeeping Act, the privacy-request records themselves) with the law and the until-date,
+verifies every store, records everything in the ledger, and writes an **erasure receipt**
+(JSON and Markdown, in S3 under the receipts prefix; the return value of `write_receipt`).
+
+**Params** (checked before a run is created; an invalid value is refused by the form and the API):
+- `customer_id`: the internal customer id (digits only). Never an e-mail or a name.
+- `request_ref`: the privacy request's reference, e.g. `PR-2026-00042`.
+- `reason`: `erasure_request`, `consent_withdrawn` or `objection`.
+- `dry_run`: default **true**: shows what would happen and writes a dry-run receipt. Run it
+  again with `dry_run: false` to erase.
+
+**Runbook.** A failed task's log ends with a `SUMMARY` line. Transient errors were retried;
+fix the store and *Clear* the failed task with downstream: every step is idempotent. A
+verification failure means data is still present: do not answer the customer until a
+cleared run has a receipt with `verified: true`. If the customer is under a legal hold, the
+receipt says so (kept: legal hold) and nothing of theirs is erased until the hold is released.
+If a backup is restored later, re-run this DAG with the same `request_ref`: it erases the
+restored data again and writes a new receipt.
+"""
+
+
+@dag(
+    dag_id="customer_erasure",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Copenhagen"),
+    catchup=False,
+    doc_md=DOC,
+    tags=["retention", "gdpr"],
+    params={
+        "customer_id": Param(**CUSTOMER_ID_SCHEMA, description="Internal customer id (digits only)."),
+        "request_ref": Param(
+            **REQUEST_REF_SCHEMA, description="Privacy request reference, e.g. PR-2026-00042."
+        ),
+        "reason": Param("erasure_request", **REASON_SCHEMA, description="Why the data is erased."),
+        "dry_run": Param(
+            True, type="boolean", description="Show the plan and a dry-run receipt; erase nothing."
+        ),
+    },
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": RetentionAlert(),
+    },
+)
+def customer_erasure() -> None:
+    categories = prepare_run(mode="subject")
+    run = XComArg(categories.operator, key="run")
+
+    @task_group(group_id=GROUP)
+    def per_category(category: str) -> None:
+        planned = plan(run, category)
+        s3 = erase_store.override(task_id="erase_s3", pool=POOL_S3)(run, category, "s3")
+        sftp = erase_store.override(task_id="erase_sftp", pool=POOL_SFTP)(run, category, "sftp")
+        planned >> [s3, sftp]
+
+    files = per_category.expand(category=categories)
+    files >> erase_databases(run, categories) >> write_receipt(run, categories)
+
+
+customer_erasure()

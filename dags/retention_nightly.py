@@ -1,0 +1,120 @@
+"""Nightly retention run: erase what is due in every category, verify it, record it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, XComArg, dag, task_group
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from retention.params import AS_OF_SCHEMA
+from retention_airflow.notify import RetentionAlert
+from retention_airflow.tasks import (
+    GROUP,
+    POOL_S3,
+    POOL_SFTP,
+    approval_gate,
+    erase_databases,
+    erase_store,
+    finish_nightly,
+    plan,
+    prepare_run,
+)
+
+PLAN_FIELD = "{{{{ ti.xcom_pull(task_ids='category.plan', map_indexes=ti.map_index)['{field}'] }}}}"
+"""The approval form shows what this category's plan task counted (no personal data)."""
+
+DOC = """
+### Nightly retention run
+
+Every night at 02:00 (Europe/Copenhagen) this run erases the personal data whose retention
+period has ended, in every category of `include/retention_policies/`, from the business
+database, S3 (every version and delete marker) and the SFTP archive; then it looks again to
+prove the data is gone, and records every decision in the ledger (`retention_ledger`).
+
+**Flow**: `prepare_run` validates the policies against the live schema (an invalid set fails
+here, before anything is touched) → `plan` per category (counts only) → `route` → per category
+and store: `erase_s3`, `erase_sftp`, then `erase_database` (the database row is the index of the
+files, so it goes last and only when the files are verified) → categories over their
+blast-radius cap wait in `approve_over_cap` → `finish_nightly` verifies the ledger's hash chain,
+writes the run summary (its return value, in XCom) and fails if any step is unproven.
+
+**Params**: `dry_run` (plan and count only; nothing is erased or recorded) and `as_of`
+(evaluate retention at an earlier moment; a time in the future is refused).
+
+**Runbook: a failed run.** Open the failed task's log; its last line is a `SUMMARY`.
+- `TransientError` (timeout, throttling, lost connection) was already retried with backoff.
+  Fix the store, then *Clear* the failed task (with downstream): every step is idempotent
+  and resumes where it stopped.
+- `EraseFailedError` / `VerificationError`: a store refused or kept items. Nothing is lost;
+  the ledger has the counts and error codes. Fix the cause (permissions, object lock) and clear.
+- `PolicyError` / `UnknownLocationError`: a policy names something that does not exist.
+  Fix the policy file (the message names file and field) and trigger a new run.
+- `erase_database` failing with "not verified in this run": the S3/SFTP step of the same
+  category failed first; fix and clear that one (with downstream).
+
+**Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
+`approve_over_cap` (Required actions / the task's *Approve or reject* form). The form
+shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is
+recorded in the ledger; the next run asks again. If the volume is expected (a new policy,
+a backlog), approve; if not, reject and investigate the data before the next night.
+Unanswered requests time out after 12 hours (nothing erased).
+"""
+
+
+@dag(
+    dag_id="retention_nightly",
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="Europe/Copenhagen"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Copenhagen"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["retention", "gdpr"],
+    params={
+        "dry_run": Param(False, type="boolean", description="Plan and count only; erase nothing."),
+        "as_of": Param(
+            None, **AS_OF_SCHEMA, description="Evaluate retention at this past moment (ISO 8601)."
+        ),
+    },
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": RetentionAlert(),
+    },
+)
+def retention_nightly() -> None:
+    categories = prepare_run(mode="due")
+    run = XComArg(categories.operator, key="run")
+
+    @task_group(group_id=GROUP)
+    def per_category(category: str) -> None:
+        planned = plan(run, category)
+        gate = approval_gate(planned, run)
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject=PLAN_FIELD.format(field="approval_subject"),
+            body=PLAN_FIELD.format(field="approval_body"),
+            response_timeout=timedelta(hours=12),
+            retries=0,
+        )
+        proceed = EmptyOperator(task_id="proceed")
+        s3 = erase_store.override(
+            task_id="erase_s3", pool=POOL_S3, trigger_rule="none_failed_min_one_success"
+        )(run, category, "s3")
+        sftp = erase_store.override(
+            task_id="erase_sftp", pool=POOL_SFTP, trigger_rule="none_failed_min_one_success"
+        )(run, category, "sftp")
+        gate >> [approve, proceed]
+        approve >> [s3, sftp]
+        proceed >> [s3, sftp]
+
+    files = per_category.expand(category=categories)
+    files >> erase_databases(run, categories) >> finish_nightly(run, categories)
+
+
+retention_nightly()

@@ -1,0 +1,140 @@
+"""Airflow Connections and Variables -> ready clients for the engine.
+
+Every credential comes from an Airflow Connection (``AIRFLOW_CONN_*`` in tests and
+the demo), every client is built by the providers' hooks, and heavy imports happen
+inside functions so that parsing a DAG file stays cheap.
+
+Connections:
+- ``business_db``: the business database (postgres; sqlite for the demo).
+- ``retention_ledger``: where the ledger and the legal-hold registry live (optional;
+  defaults to ``business_db``).
+- ``docs_s3``: S3 (conn_type aws; ``endpoint_url`` in extra for a local server).
+- ``archive_sftp``: the SFTP translation archive (host key pinned in extra).
+- ``retention_pseudonym``: the key for keyed pseudonyms, in the password field.
+- ``retention_alerts`` (optional): an HTTP webhook for failure alerts.
+
+Variable ``retention_settings`` (JSON, optional): ``policy_dir``, ``bucket_map``,
+``archive_root``, ``receipts_bucket``, ``receipts_prefix``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retention.errors import TerminalError
+
+BUSINESS_DB = "business_db"
+LEDGER_DB = "retention_ledger"
+DOCS_S3 = "docs_s3"
+ARCHIVE_SFTP = "archive_sftp"
+PSEUDONYM = "retention_pseudonym"
+ALERTS = "retention_alerts"
+SETTINGS_VARIABLE = "retention_settings"
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Non-secret configuration of one environment."""
+
+    policy_dir: str = str(DEFAULT_POLICY_DIR)
+    bucket_map: dict[str, str] = field(default_factory=dict)
+    archive_root: str = "/srv/archive"
+    receipts_bucket: str = "alleskar-privacy-receipts"
+    receipts_prefix: str = "receipts/"
+
+
+def settings() -> Settings:
+    """Read ``retention_settings`` (a JSON Variable); missing keys take the defaults."""
+    from airflow.sdk import Variable
+
+    raw = Variable.get(SETTINGS_VARIABLE, default=None)
+    if raw is None:
+        return Settings()
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        return Settings(**data)
+    except (TypeError, ValueError) as e:
+        raise TerminalError(f"Variable {SETTINGS_VARIABLE} is not valid: {type(e).__name__}") from None
+
+
+def _connection_exists(conn_id: str) -> bool:
+    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
+        return True
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - the SDK raises different types per backend
+        return False
+    return True
+
+
+def sql_engine(conn_id: str) -> Any:
+    """A SQLAlchemy Engine built by the connection's own hook (PostgresHook, SqliteHook)."""
+    from airflow.sdk import BaseHook
+
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    engine = hook.get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True})
+    if engine.dialect.name == "sqlite":
+        _enable_sqlite_foreign_keys(engine)
+    return engine
+
+
+def _enable_sqlite_foreign_keys(engine: Any) -> None:
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _fk_on(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+def business_engine() -> Any:
+    return sql_engine(BUSINESS_DB)
+
+
+def ledger_engine() -> Any:
+    return sql_engine(LEDGER_DB if _connection_exists(LEDGER_DB) else BUSINESS_DB)
+
+
+def s3_client() -> Any:
+    """The boto3 S3 client of connection ``docs_s3``, built by the amazon provider's S3Hook."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=DOCS_S3).get_conn()
+
+
+@contextmanager
+def sftp_client() -> Iterator[Any]:
+    """A paramiko SFTPClient of connection ``archive_sftp``; host keys are verified, never auto-added."""
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    hook = SFTPHook(ssh_conn_id=ARCHIVE_SFTP)
+    if getattr(hook, "no_host_key_check", True):
+        raise TerminalError(
+            f"connection {ARCHIVE_SFTP} must pin the server's host key (no_host_key_check: false)"
+        )
+    with hook.get_managed_conn() as client:
+        yield client
+
+
+def pseudonym_key() -> bytes:
+    """The pseudonym key from connection ``retention_pseudonym`` (password field)."""
+    from airflow.sdk import BaseHook
+
+    try:
+        password = BaseHook.get_connection(PSEUDONYM).password
+    except Exception:  # noqa: BLE001
+        raise TerminalError(f"connection {PSEUDONYM} (the pseudonym key) is not configured") from None
+    if not password:
+        raise TerminalError(f"connection {PSEUDONYM} has no password (the pseudonym key)")
+    return str(password).encode()
