@@ -1,0 +1,498 @@
+"""The monitoring page's FastAPI app on a real ledger in SQLite, written by the engine on the reference world.
+
+Authentication goes through Airflow's real simple auth manager: tokens are signed and
+validated by Airflow's own JWT code, so a forged or expired token is refused for real.
+Expected numbers come from the engine's own step results, not from the page's queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from harness.world import NOW, Profile, World, WorldSize, generate
+from retention.adapters.database import DatabaseAdapter
+from retention.engine import RunContext, database_pass, plan_category, request_approval
+from retention.holds import HoldRegistry
+from retention.ledger import Ledger, LedgerEntry
+from retention.policy import load_policies
+from retention_airflow.ui import create_app
+from retention_airflow.ui.reader import ChainCache, LedgerReader
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
+KEY = b"unit-test-pseudonym-key-0123456789"
+NIGHTLY, ERASURE, ANSWERED = "nightly__alpha", "erasure__beta", "nightly__gamma"
+HOSTILE_RUN = "manual__<script>alert(1)</script>"
+
+
+# --- a minimal DOM over html.parser, enough to read the page's tables --------------------------
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Any]
+
+    def text(self) -> str:
+        return " ".join(
+            " ".join((c.text() if isinstance(c, Node) else c).split()) for c in self.children
+        ).strip()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        found = []
+        for child in self.children:
+            if isinstance(child, Node):
+                if (tag is None or child.tag == tag) and all(
+                    child.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items()
+                ):
+                    found.append(child)
+                found.extend(child.find_all(tag, **attrs))
+        return found
+
+    def one(self, tag: str | None = None, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
+        return found[0]
+
+
+class _Builder(HTMLParser):
+    VOID = {"meta", "link", "input", "br", "img", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Node("root", {}, [])
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs}, [])
+        self.stack[-1].children.append(node)
+        if tag not in self.VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def dom(html: str) -> Node:
+    builder = _Builder()
+    builder.feed(html)
+    return builder.root
+
+
+def run_cells(page: Node, run_id: str) -> dict[str, dict[str, str]]:
+    """Category -> field -> text of one run's table."""
+    table = page.one("table", data_run=run_id)
+    return {
+        row.attrs["data-category"]: {
+            cell.attrs["data-field"]: cell.text() for cell in row.find_all("td") if "data-field" in cell.attrs
+        }
+        for row in table.find_all("tr")
+        if "data-category" in row.attrs
+    }
+
+
+# --- the ledger: real runs of the engine on the reference world in SQLite ----------------------
+
+
+@dataclass
+class LedgerWorld:
+    path: Path
+    url: str
+    world: World
+    nightly: list[dict[str, Any]]
+    """The engine's step results of the nightly run."""
+    needs_approval: list[str]
+    skipped: dict[str, str]
+    erasure: list[dict[str, Any]]
+    subject_ref: str
+    receipt_digest: str
+
+
+def _context(engine: sa.Engine, run_id: str, **kw: Any) -> RunContext:
+    return RunContext(
+        run_id=run_id,
+        now=NOW,
+        policies=load_policies(POLICY_DIR),
+        database=DatabaseAdapter(engine, batch_size=20),
+        pseudonym_key=KEY,
+        ledger=Ledger(engine),
+        holds=HoldRegistry(engine).current,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWorld]:
+    """A small world in SQLite; a nightly run (database pass), a customer erasure with a receipt, and more."""
+    path = tmp_path_factory.mktemp("ui") / "business.db"
+    url = f"sqlite:///{path}"
+    engine = sa.create_engine(url)
+    world = generate(engine, size=WorldSize.small())
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+
+    # The nightly run, as run_all does it, but with the database only: categories over their
+    # cap wait for approval, categories whose files were not erased are skipped by the engine.
+    ctx = _context(engine, NIGHTLY)
+    waiting = []
+    for policy in ctx.policies.policies:
+        plan = plan_category(policy, ctx)
+        if plan.needs_approval:
+            request_approval(plan, ctx)
+            waiting.append(policy.id)
+    nightly, skipped = database_pass(ctx, [], {c: "needs_approval" for c in waiting})
+    assert waiting and nightly, "the small world must have both work and a category over its cap"
+
+    subject = world.customers_with(Profile.ACTIVE)[0]
+    erasure_ctx = _context(engine, ERASURE, mode="subject", subject=str(subject))
+    erasure, _ = database_pass(erasure_ctx, [], {})
+    subject_ref = erasure_ctx.subject_ref or ""
+    digest = hashlib.sha256(b"receipt document").hexdigest()
+    ledger.append(
+        LedgerEntry(
+            run_id=ERASURE,
+            action="receipt",
+            outcome="summary",
+            store="s3",
+            location="s3:alleskar-privacy-receipts/receipts/",
+            subject_ref=subject_ref,
+            count=sum(r["erased"] + r["anonymised"] for r in erasure),
+            items_digest=digest,
+            detail={"kept": 3, "verified": True},
+        )
+    )
+    # A run whose approval was requested and answered: nothing is pending there.
+    for outcome in ("approval_requested", "approved"):
+        ledger.append(
+            LedgerEntry(
+                run_id=ANSWERED,
+                category="correspondence",
+                store="*",
+                location="*",
+                action="approval",
+                outcome=outcome,
+                count=5,
+            )
+        )
+    ledger.append(LedgerEntry(run_id=HOSTILE_RUN, action="run", outcome="summary", count=0))
+    engine.dispose()
+    yield LedgerWorld(path, url, world, nightly, waiting, skipped, erasure, subject_ref, digest)
+
+
+# --- authentication through Airflow's auth manager ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_manager(airflow_db: Path) -> Any:
+    """Airflow's configured auth manager (the simple one), as the API server initialises it."""
+    from airflow.api_fastapi.app import create_auth_manager
+
+    return create_auth_manager()
+
+
+def token(auth_manager: Any, role: str | None = "VIEWER", name: str = "ops") -> str:
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return str(auth_manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role)))
+
+
+@pytest.fixture(scope="module")
+def viewer(auth_manager: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(auth_manager)}"}
+
+
+@pytest.fixture(scope="module")
+def client(ledger_world: LedgerWorld, auth_manager: Any) -> Iterator[TestClient]:
+    app = create_app(engine_factory=lambda: sa.create_engine(ledger_world.url))
+    with TestClient(app) as c:
+        yield c
+
+
+PAGES = ["/", "/ledger", f"/run?run_id={NIGHTLY}", "/ledger?page=2&size=25"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_anonymous_requests_are_refused(client: TestClient, path: str) -> None:
+    api = client.get(path)
+    assert api.status_code == 401
+    assert api.headers["www-authenticate"] == "Bearer"
+    assert NIGHTLY not in api.text
+
+    browser = client.get(path, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert browser.status_code == 303
+    assert browser.headers["location"].startswith("/auth/login?next=")
+    assert NIGHTLY not in browser.text
+
+
+def _jwt(secret: str, valid_for: float) -> str:
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    claims = {"sub": "admin", "role": "ADMIN"}
+    return str(
+        JWTGenerator(secret_key=secret, valid_for=valid_for, audience="apache-airflow").generate(claims)
+    )
+
+
+def test_forged_expired_and_malformed_tokens_are_refused(client: TestClient, auth_manager: Any) -> None:
+    from airflow.api_fastapi.auth.tokens import get_signing_args
+
+    real_key = get_signing_args()["secret_key"]
+    # The same generator with the real key is accepted: the refusals below are about the key and the time.
+    assert client.get("/", headers={"Authorization": f"Bearer {_jwt(real_key, 600)}"}).status_code == 200
+
+    forged = _jwt("not-the-airflow-secret-" + "x" * 40, 600)
+    expired = _jwt(real_key, -3600)
+    header, payload, _sig = forged.split(".")
+    unsigned = f"{header}.{payload}."
+    for bad in (forged, expired, unsigned, "not-a-jwt"):
+        assert client.get("/", headers={"Authorization": f"Bearer {bad}"}).status_code == 401, bad[:20]
+        client.cookies.set("_token", bad)
+        try:
+            assert client.get("/").status_code == 401
+        finally:
+            client.cookies.clear()
+
+
+def test_an_explicit_bearer_token_wins_over_the_cookie(client: TestClient, auth_manager: Any) -> None:
+    client.cookies.set("_token", token(auth_manager))
+    try:
+        assert client.get("/").status_code == 200
+        assert client.get("/", headers={"Authorization": "Bearer forged.token.here"}).status_code == 401
+    finally:
+        client.cookies.clear()
+
+
+def test_a_user_without_read_access_to_the_runs_is_forbidden(client: TestClient, auth_manager: Any) -> None:
+    response = client.get("/", headers={"Authorization": f"Bearer {token(auth_manager, role=None)}"})
+    assert response.status_code == 403
+    assert NIGHTLY not in response.text
+
+
+def test_overview_shows_each_category_as_the_engine_reported_it(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    response = client.get("/", headers=viewer)
+    assert response.status_code == 200
+    cells = run_cells(dom(response.text), NIGHTLY)
+
+    for step in ledger_world.nightly:
+        shown = cells[step["category"]]
+        assert int(shown["erased"]) == step["erased"], step["category"]
+        assert int(shown["anonymised"]) == step["anonymised"], step["category"]
+        assert int(shown["kept"]) == sum(step["kept"].values()), step["category"]
+        assert shown["failed"] == "0"
+        assert shown["verified"] == "✓ database"
+    assert sum(int(c["erased"]) for c in cells.values()) == sum(s["erased"] for s in ledger_world.nightly) > 0
+    for category in ledger_world.needs_approval:
+        assert cells[category]["status"] == "awaiting approval"
+        assert cells[category]["erased"] == "0"
+    blocked = {c: why for c, why in ledger_world.skipped.items() if c not in ledger_world.needs_approval}
+    for category, why in blocked.items():
+        assert cells[category]["status"] == f"skipped: {why}"
+
+
+def test_overview_lists_pending_approvals_with_links_and_not_answered_ones(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    section = dom(client.get("/", headers=viewer).text).one("section", data_testid="approvals")
+    rows = [r for r in section.find_all("tr") if "data-run" in r.attrs]
+    assert sorted((r.attrs["data-run"], r.attrs["data-category"]) for r in rows) == sorted(
+        (NIGHTLY, c) for c in ledger_world.needs_approval
+    )
+    links = [a.attrs["href"] for a in rows[0].find_all("a")]
+    assert links == [
+        f"/dags/retention_nightly/runs/{NIGHTLY}/required_actions",
+        f"/dags/retention_nightly/runs/{NIGHTLY}/tasks/category.approve/mapped",
+    ]
+    assert all("data-airflow" in a.attrs for a in rows[0].find_all("a"))
+
+
+def test_overview_lists_the_receipt_with_location_digest_and_counts(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    section = dom(client.get("/", headers=viewer).text).one("section", data_testid="receipts")
+    row = section.one("tr", data_run=ERASURE)
+    text = row.text()
+    assert ledger_world.subject_ref in text
+    assert "s3:alleskar-privacy-receipts/receipts/" in text
+    assert row.one("code", title=ledger_world.receipt_digest).text() == ledger_world.receipt_digest[:16] + "…"
+    erased = sum(r["erased"] + r["anonymised"] for r in ledger_world.erasure)
+    assert row.one("td", data_field="erased").text() == str(erased)
+    assert row.one("td", data_field="kept").text() == "3"
+    assert "yes" in text
+
+
+def test_run_page_and_the_chain_status(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    page = dom(client.get(f"/run?run_id={ERASURE}", headers=viewer).text)
+    cells = run_cells(page, ERASURE)
+    for step in ledger_world.erasure:
+        assert int(cells[step["category"]]["erased"]) == step["erased"]
+    assert ledger_world.subject_ref in page.text()
+    chain = page.one("section", data_testid="chain-status")
+    total = Ledger(sa.create_engine(ledger_world.url)).count()
+    assert chain.attrs["data-ok"] == "true"
+    assert f"{total} entries verified" in chain.text()
+
+    missing = client.get("/run?run_id=no_such_run", headers=viewer)
+    assert missing.status_code == 404
+
+
+def _seqs(html: str) -> list[int]:
+    return [
+        int(r.attrs["data-seq"])
+        for r in dom(html).one("table", data_testid="ledger").find_all("tr")
+        if "data-seq" in r.attrs
+    ]
+
+
+def test_ledger_pages_follow_the_ledger_newest_first(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    ledger = Ledger(sa.create_engine(ledger_world.url))
+    total = ledger.count()
+    assert total > 50
+    expected = [e["seq"] for e in ledger.entries(offset=25, limit=25)]
+    assert _seqs(client.get("/ledger?page=2&size=25", headers=viewer).text) == expected
+
+    last = -(-total // 25)
+    beyond = client.get("/ledger?page=999&size=25", headers=viewer).text
+    assert _seqs(beyond) == [e["seq"] for e in ledger.entries(offset=(last - 1) * 25, limit=25)]
+    assert f"page {last} of {last}" in dom(beyond).one("nav", data_testid="pagination").text()
+
+    assert len(_seqs(client.get("/ledger?size=7", headers=viewer).text)) == 50  # not an offered size
+    assert client.get("/ledger?page=0", headers=viewer).status_code == 422
+
+
+def test_ledger_filters_by_run_and_category(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    ledger = Ledger(sa.create_engine(ledger_world.url))
+    by_run = client.get(f"/ledger?run={ERASURE}&size=200", headers=viewer).text
+    assert dom(by_run).one("p", data_testid="ledger-total").attrs["data-total"] == str(ledger.count(ERASURE))
+    assert _seqs(by_run) == [e["seq"] for e in ledger.entries(run_id=ERASURE, limit=200)]
+
+    both = client.get(f"/ledger?run={NIGHTLY}&category=correspondence&size=200", headers=viewer).text
+    assert _seqs(both) == [
+        e["seq"] for e in ledger.entries(run_id=NIGHTLY, category="correspondence", limit=200)
+    ]
+    assert _seqs(both)
+    options = [o.attrs["value"] for o in dom(both).find_all("option") if o.attrs.get("value")]
+    assert "correspondence" in options and "selected" in dom(both).one("option", value="correspondence").attrs
+
+    assert _seqs(client.get("/ledger?run=no_such_run", headers=viewer).text) == []
+
+
+def test_pages_hold_no_personal_data_and_escape_what_they_show(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    pages = [
+        client.get(p, headers=viewer).text for p in ("/", f"/run?run_id={ERASURE}", f"/run?run_id={NIGHTLY}")
+    ]
+    total = Ledger(sa.create_engine(ledger_world.url)).count()
+    pages += [
+        client.get(f"/ledger?size=200&page={n}", headers=viewer).text for n in range(1, -(-total // 200) + 1)
+    ]
+    everything = "\n".join(pages)
+    world = ledger_world.world
+    for customer in range(1, world.size.customers + 1):
+        canaries = world.canaries(customer)
+        for value in (canaries.name, canaries.email, canaries.phone, canaries.phrase):
+            assert value not in everything, f"customer {customer}'s data is on a page"
+    assert "<script>alert(1)</script>" not in everything
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
+
+
+def test_security_headers_allow_framing_by_the_airflow_ui_only(
+    client: TestClient, viewer: dict[str, str]
+) -> None:
+    response = client.get("/", headers=viewer)
+    assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["cache-control"] == "no-store"
+    static = client.get("/static/retention.css")
+    assert static.status_code == 200 and "cache-control" not in static.headers
+
+
+def test_a_broken_chain_is_shown_as_broken(
+    ledger_world: LedgerWorld, viewer: dict[str, str], tmp_path: Path
+) -> None:
+    copy = tmp_path / "tampered.db"
+    shutil.copy(ledger_world.path, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE retention_ledger SET count = count + 1 WHERE seq = 3")
+    app = create_app(engine_factory=lambda: sa.create_engine(f"sqlite:///{copy}"), chain_ttl=0)
+    with TestClient(app) as c:
+        chain = dom(c.get("/", headers=viewer).text).one("section", data_testid="chain-status")
+    assert chain.attrs["data-ok"] == "false"
+    assert "BROKEN at entry 3" in chain.text()
+
+
+def test_no_ledger_yet_and_no_ledger_connection(viewer: dict[str, str], tmp_path: Path) -> None:
+    empty = create_app(engine_factory=lambda: sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
+    with TestClient(empty) as c:
+        response = c.get("/", headers=viewer)
+    assert response.status_code == 200
+    assert "No ledger yet" in response.text
+
+    def unconfigured() -> sa.Engine:
+        raise LookupError("The conn_id `business_db` isn't defined")
+
+    with TestClient(create_app(engine_factory=unconfigured)) as c:
+        response = c.get("/ledger", headers=viewer)
+    assert response.status_code == 503
+    assert "cannot be opened (LookupError)" in response.text
+
+
+def test_chain_checks_are_cached_and_refreshed_in_the_background(
+    ledger_world: LedgerWorld, tmp_path: Path
+) -> None:
+    copy = tmp_path / "ledger.db"
+    shutil.copy(ledger_world.path, copy)
+    now = [100.0]
+    cache = ChainCache(ttl=60, clock=lambda: now[0])
+    reader = LedgerReader(sa.create_engine(f"sqlite:///{copy}"))
+    first = cache.get(reader)
+    assert first.status.ok
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE retention_ledger SET count = count + 1 WHERE seq = 2")
+    now[0] += 59
+    assert cache.get(reader) is first  # within the ttl: not walked again
+    now[0] += 2
+    assert cache.get(reader) is first  # stale: still shown while the background walk runs
+    cache.wait(timeout=30)
+    fresh = cache.get(reader)
+    assert not fresh.status.ok and fresh.status.first_bad_seq == 2
+
+
+def test_the_plugin_mounts_the_app_and_adds_a_navigation_entry() -> None:
+    import retention_ui_plugin
+    from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+    from fastapi import FastAPI
+
+    plugin = retention_ui_plugin.RetentionUiPlugin
+    (mounted,) = plugin.fastapi_apps
+    assert isinstance(mounted["app"], FastAPI)
+    assert not any(mounted["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
+    (view,) = plugin.external_views
+    parsed = ExternalViewResponse.model_validate(view)
+    assert parsed.destination == "nav" and parsed.href == mounted["url_prefix"] + "/"
