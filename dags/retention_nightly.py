@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, XComArg, dag, task_group
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -16,16 +14,13 @@ from retention_airflow.tasks import (
     GROUP,
     POOL_S3,
     POOL_SFTP,
-    approval_gate,
+    CapApprovalOperator,
     erase_databases,
     erase_store,
     finish_nightly,
     plan,
     prepare_run,
 )
-
-PLAN_FIELD = "{{{{ ti.xcom_pull(task_ids='category.plan', map_indexes=ti.map_index)['{field}'] }}}}"
-"""The approval form shows what this category's plan task counted (no personal data)."""
 
 DOC = """
 ### Nightly retention run
@@ -39,7 +34,7 @@ prove the data is gone, and records every decision in the ledger (`retention_led
 here, before anything is touched) → `plan` per category (counts only) → `route` → per category
 and store: `erase_s3`, `erase_sftp`, then `erase_database` (the database row is the index of the
 files, so it goes last and only when the files are verified) → categories over their
-blast-radius cap wait in `approve_over_cap` → `finish_nightly` verifies the ledger's hash chain,
+blast-radius cap wait in `category.approve` → `finish_nightly` verifies the ledger's hash chain,
 writes the run summary (its return value, in XCom) and fails if any step is unproven.
 
 **Params**: `dry_run` (plan and count only; nothing is erased or recorded) and `as_of`
@@ -57,7 +52,7 @@ writes the run summary (its return value, in XCom) and fails if any step is unpr
   category failed first; fix and clear that one (with downstream).
 
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
-`approve_over_cap` (Required actions / the task's *Approve or reject* form). The form
+`category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is
 recorded in the ledger; the next run asks again. If the volume is expected (a new policy,
 a backlog), approve; if not, reject and investigate the data before the next night.
@@ -93,25 +88,10 @@ def retention_nightly() -> None:
 
     @task_group(group_id=GROUP)
     def per_category(category: str) -> None:
-        planned = plan(run, category)
-        gate = approval_gate(planned, run)
-        approve = ApprovalOperator(
-            task_id="approve",
-            subject=PLAN_FIELD.format(field="approval_subject"),
-            body=PLAN_FIELD.format(field="approval_body"),
-            response_timeout=timedelta(hours=12),
-            retries=0,
-        )
-        proceed = EmptyOperator(task_id="proceed")
-        s3 = erase_store.override(
-            task_id="erase_s3", pool=POOL_S3, trigger_rule="none_failed_min_one_success"
-        )(run, category, "s3")
-        sftp = erase_store.override(
-            task_id="erase_sftp", pool=POOL_SFTP, trigger_rule="none_failed_min_one_success"
-        )(run, category, "sftp")
-        gate >> [approve, proceed]
-        approve >> [s3, sftp]
-        proceed >> [s3, sftp]
+        approve = CapApprovalOperator(task_id="approve", response_timeout=timedelta(hours=12), retries=0)
+        s3 = erase_store.override(task_id="erase_s3", pool=POOL_S3)(run, category, "s3")
+        sftp = erase_store.override(task_id="erase_sftp", pool=POOL_SFTP)(run, category, "sftp")
+        plan(run, category) >> approve >> [s3, sftp]
 
     files = per_category.expand(category=categories)
     files >> erase_databases(run, categories) >> finish_nightly(run, categories)

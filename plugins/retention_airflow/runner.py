@@ -116,7 +116,10 @@ def context(
 
 def plan(run: Mapping[str, Any], category: str, subject: str | None) -> dict[str, Any]:
     with context(run, subject=subject) as ctx:
-        result = core.plan_category(ctx.policies.get(category), ctx).to_dict()
+        planned = core.plan_category(ctx.policies.get(category), ctx)
+        if planned.needs_approval and not ctx.dry_run:
+            core.request_approval(planned, ctx)
+    result = {**planned.to_dict(), "dry_run": bool(run["dry_run"])}
     if result["needs_approval"]:
         result.update(approval_request(result))
     log.info(

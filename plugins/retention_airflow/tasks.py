@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 POOL_DATABASE = "retention_database"
 POOL_S3 = "retention_s3"
 POOL_SFTP = "retention_sftp"
+
+GROUP = "category"
+"""The mapped task group: one instance per category (map index = position in the policy order)."""
 
 LEDGER_ASSET = Asset(name="retention_ledger", uri="x-retention://alleskar/ledger", group="retention")
 """Updated by every run, so reporting DAGs can be scheduled on it."""
@@ -105,14 +109,33 @@ def plan(run: dict[str, Any], category: str) -> dict[str, Any]:
     return runner.plan(run, category, _subject())
 
 
-@task.branch
-def approval_gate(plan: dict[str, Any], run: dict[str, Any]) -> str:
-    """Over its cap (and not a dry run) a category waits for a human; otherwise it proceeds."""
-    group = get_current_context()["ti"].task_id.rsplit(".", 1)[0]
-    if plan["needs_approval"] and not run["dry_run"]:
-        log.info("SUMMARY category=%s awaiting approval: %s", plan["category"], plan["approval_reason"])
-        return f"{group}.approve"
-    return f"{group}.proceed"
+PLAN_FIELD = (
+    "{{{{ (ti.xcom_pull(task_ids='category.plan', map_indexes=ti.map_index) or {{}}).get('{field}', '') }}}}"
+)
+"""The approval form shows what this category's plan task counted (no personal data)."""
+
+
+class CapApprovalOperator(ApprovalOperator):
+    """Asks a human only when the category's plan exceeds its blast-radius cap.
+
+    Under the cap (or in a dry run) it approves by itself at once; over it, it parks in
+    ``awaiting_input`` like any ApprovalOperator. *Reject* skips this category's erase tasks.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            subject=PLAN_FIELD.format(field="approval_subject"),
+            body=PLAN_FIELD.format(field="approval_body"),
+            **kwargs,
+        )
+
+    def execute(self, context: Any) -> Any:
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids=f"{GROUP}.plan", map_indexes=ti.map_index) or {}
+        if not plan.get("needs_approval") or plan.get("dry_run"):
+            log.info("SUMMARY category=%s approval not needed", plan.get("category"))
+            return {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
+        return super().execute(context)
 
 
 @task
@@ -124,10 +147,6 @@ def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any
     result = runner.erase(run, category, store, _subject())
     _summary_line(result)
     return result
-
-
-GROUP = "category"
-"""The mapped task group: one instance per category (map index = position in the policy order)."""
 
 
 def _pull_mapped(task: str, n: int) -> list[Any]:
