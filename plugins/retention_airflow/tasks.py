@@ -145,7 +145,10 @@ def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any
     from retention_airflow import runner
 
     result = runner.erase(run, category, store, _subject())
-    _summary_line(result)
+    if result.get("applicable", True):
+        _summary_line(result)
+    else:
+        log.info("SUMMARY category=%s store=%s not used by this category", category, store)
     return result
 
 
