@@ -176,3 +176,160 @@ def test_customer_erasure_dag_erases_the_customer_and_writes_the_receipt(airflow
     assert "PR-2026-00042" in text and "Bogføringsloven" in text
     canaries = world.canaries(cid)
     assert canaries.name not in text and canaries.email not in text
+
+
+class _Webhook:
+    """A local HTTP endpoint that records what the alert notifier posts."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.bodies: list[dict[str, Any]] = []
+        bodies = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                length = int(self.headers.get("Content-Length", "0"))
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def conn_json(self) -> str:
+        host, port = self.server.server_address[:2]
+        return json.dumps({"conn_type": "http", "host": str(host), "port": port, "schema": "http"})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sftp_outage_mid_run_fails_loudly_alerts_ops_and_a_rerun_completes(
+    airflow_world: WorldEnv, sftp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retention.adapters.sftp import SftpAdapter
+
+    env = airflow_world
+    hook = _Webhook()
+    monkeypatch.setenv("AIRFLOW_CONN_RETENTION_ALERTS", hook.conn_json)
+    nightly = dag("retention_nightly")
+    for t in nightly.tasks:
+        t.retries = 0  # the outage must surface now, not after the production backoff
+    monkeypatch.setattr(SftpAdapter.__init__, "__kwdefaults__", {"batch_size": 5})
+    real_erase = SftpAdapter.erase
+
+    def erase_then_outage(self: SftpAdapter, target: Any, batch: Any) -> Any:
+        outcome = real_erase(self, target, batch)
+        sftp_server.stop()  # the archive goes away after the first batch
+        return outcome
+
+    monkeypatch.setattr(SftpAdapter, "erase", erase_then_outage)
+    expected_gone = env.world.archive_paths_expected_gone()
+    try:
+        failed = nightly.test(run_conf={"dry_run": False, "as_of": NOW.isoformat()})
+    finally:
+        monkeypatch.setattr(SftpAdapter, "erase", real_erase)
+        sftp_server.start()
+    assert failed.state == "failed"
+    left = expected_gone & archive_files(env)
+    assert 0 < len(left) < len(expected_gone), "the outage hit in the middle of the erasure"
+    assert table_ids(env)["documents"] >= env.world.expected_after_nightly()["documents"]["deleted"], (
+        "document rows stay while their archive files are not proven gone"
+    )
+    assert any(b["dag_id"] == "retention_nightly" and b["task_id"] for b in hook.bodies), "ops were alerted"
+    alerts = json.dumps(hook.bodies)
+    for cid in list(env.world.held_customers)[:3] + [1, 2, 3]:
+        assert env.world.canaries(cid).name not in alerts
+
+    rerun = nightly.test(run_conf={"dry_run": False, "as_of": NOW.isoformat()})
+    hook.close()
+    assert rerun.state == "success"
+    assert not (expected_gone & archive_files(env))
+    ledger = Ledger(env.engine)
+    erased = sum(
+        n
+        for run_id in (failed.run_id, rerun.run_id)
+        for (cat, store, outcome), n in ledger.outcomes_for_run(run_id).items()
+        if cat == "translation_documents" and store == "sftp" and outcome == "erased"
+    )
+    assert erased == len(expected_gone), "every archive file is recorded as erased exactly once"
+    assert ledger.verify_chain().ok
+
+
+def _business_dump(env: WorldEnv) -> str:
+    meta = sa.MetaData()
+    meta.reflect(env.engine)
+    chunks = []
+    with env.engine.connect() as c:
+        for table in meta.sorted_tables:
+            chunks.extend(repr(tuple(row)) for row in c.execute(sa.select(table)))
+    return "\n".join(chunks)
+
+
+def _s3_dump(env: WorldEnv, bucket: str) -> bytes:
+    chunks = []
+    for page in env.s3_client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in page.get("Versions", []):
+            body = env.s3_client.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])[
+                "Body"
+            ].read()
+            chunks += [v["Key"].encode(), body]
+    return b"\n".join(chunks)
+
+
+def _tree_dump(root: Path) -> bytes:
+    return b"\n".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
+
+
+def _metadata_dump(airflow_home: Path) -> bytes:
+    import sqlite3
+
+    chunks = []
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            for row in db.execute(f'select * from "{table}"'):  # noqa: S608 - table names from sqlite_master
+                chunks.append(repr(row).encode())
+    return b"\n".join(chunks)
+
+
+def test_after_erasure_the_customer_is_nowhere(
+    airflow_world: WorldEnv, airflow_db: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env, world = airflow_world, airflow_world.world
+    cid = next(
+        c for c in world.customers_with(Profile.DORMANT) if world.customer_inventory(c).rows["invoices"]
+    )
+    canary = world.canaries(cid)
+    values = [canary.name, canary.email, canary.phone, canary.phrase]
+    assert any(v in _business_dump(env) for v in values), "the canaries are there before"
+    conf = {
+        "customer_id": str(cid),
+        "request_ref": "PR-2026-00077",
+        "reason": "consent_withdrawn",
+        "dry_run": False,
+    }
+    run = dag("customer_erasure").test(run_conf=conf)
+    assert run.state == "success"
+    logs = capfd.readouterr()
+    places: dict[str, bytes] = {
+        "business database and ledger": _business_dump(env).encode(),
+        "document bucket (all versions)": _s3_dump(env, env.bucket),
+        "receipts bucket": _s3_dump(env, env.receipts_bucket),  # type: ignore[attr-defined]
+        "SFTP archive": _tree_dump(Path(env.archive_root)),
+        "Airflow metadata DB": _metadata_dump(airflow_db),
+        "task logs (files)": _tree_dump(airflow_db / "logs") if (airflow_db / "logs").exists() else b"",
+        "task logs (output)": (logs.out + logs.err).encode(),
+    }
+    assert len(places["task logs (output)"]) > 1000, "the run's logs were captured"
+    for where, content in places.items():
+        for value in values:
+            assert value.encode() not in content, f"{value[:3]}... found in {where}"

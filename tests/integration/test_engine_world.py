@@ -222,3 +222,42 @@ def test_a_version_written_between_erase_and_verify_fails_the_step_loudly(world_
     # A retry erases the late version and proves it.
     retry = execute_step(env.policies.get("translation_documents"), "s3", env.context(run_id=ctx.run_id))
     assert retry.erased == 1 and retry.verified
+
+
+def test_nightly_and_a_customer_erasure_at_the_same_time_do_not_corrupt_each_other(
+    world_env: WorldEnv,
+) -> None:
+    """Both runs touch the same customer's due data concurrently; the result is the union of both, proven."""
+    import threading
+
+    env, world = world_env, world_env.world
+    cid = next(
+        c for c in world.customers_with(Profile.MIXED) if world.customer_inventory(c).rows["documents"]
+    )
+    inv = world.customer_inventory(cid)
+    expected = world.expected_after_nightly()
+    before = table_ids(env)
+    errors: list[BaseException] = []
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def run(name: str, **kw: Any) -> None:
+        try:
+            results[name] = run_all(env.context(**kw), approved=approve_all)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=run, args=("nightly",)),
+        threading.Thread(target=run, args=("erasure",), kwargs={"mode": "subject", "subject": str(cid)}),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    after = table_ids(env)
+    for table in ("contact_persons", "documents", "translation_jobs", "correspondence", "marketing_consents"):
+        assert after[table] == before[table] - expected[table]["deleted"] - inv.rows[table], table
+    assert not (set(inv.s3_objects) & set(s3_keys(env)))
+    assert Ledger(env.engine).verify_chain().ok
+    assert all(r.get("verified", True) for rs in results.values() for r in rs)
