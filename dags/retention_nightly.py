@@ -54,7 +54,8 @@ writes the run summary (its return value, in XCom) and fails if any step is unpr
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
 `category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is
-recorded in the ledger; the next run asks again. If the volume is expected (a new policy,
+recorded in the ledger; categories that run `after` it wait for the next night too; the next
+run asks again. If the volume is expected (a new policy,
 a backlog), approve; if not, reject and investigate the data before the next night.
 Unanswered requests time out after 12 hours (nothing erased).
 """
