@@ -417,28 +417,33 @@ def _merge(summary: StepSummary, outcome: EraseOutcome) -> None:
     summary.errors.extend(outcome.errors[: max(0, 5 - len(summary.errors))])
 
 
+def _records_entry(ctx: RunContext, policy: Policy, **fields: Any) -> LedgerEntry:
+    """A ledger entry about a category's records table as a whole."""
+    return LedgerEntry(
+        run_id=ctx.run_id,
+        category=policy.id,
+        store="database",
+        location=f"table:{policy.records.table}",
+        subject_ref=ctx.subject_ref,
+        policy_set_hash=ctx.policies.hash,
+        **fields,
+    )
+
+
 def record_kept_by_law(policy: Policy, ctx: RunContext) -> dict[str, Any] | None:
     """Subject mode: write the statutory keep of a category to the ledger and return it."""
     kept = kept_by_law(policy, ctx)
-    if kept and not ctx.dry_run:
-        _append(
+    if kept:
+        entry = _records_entry(
             ctx,
-            LedgerEntry(
-                run_id=ctx.run_id,
-                category=policy.id,
-                store="database",
-                location=f"table:{policy.records.table}",
-                action="keep",
-                outcome="kept",
-                count=kept["count"],
-                items_digest=None,
-                subject_ref=ctx.subject_ref,
-                reason=kept["law"],
-                until=kept["until_latest"],
-                policy_set_hash=ctx.policies.hash,
-                detail={},
-            ),
+            policy,
+            action="keep",
+            outcome="kept",
+            count=kept["count"],
+            reason=kept["law"],
+            until=kept["until_latest"],
         )
+        _append(ctx, entry)
     return kept
 
 
@@ -488,21 +493,7 @@ def database_pass(
         why = database_blockers(policy, file_steps, skipped)
         if why is not None:
             skipped.setdefault(policy.id, why)
-            _append(
-                ctx,
-                LedgerEntry(
-                    run_id=ctx.run_id,
-                    category=policy.id,
-                    store="database",
-                    location=f"table:{policy.records.table}",
-                    action="skip",
-                    outcome="skipped",
-                    count=0,
-                    subject_ref=ctx.subject_ref,
-                    reason=why,
-                    policy_set_hash=ctx.policies.hash,
-                ),
-            )
+            _append(ctx, _records_entry(ctx, policy, action="skip", outcome="skipped", count=0, reason=why))
             continue
         try:
             summary = execute_step(policy, "database", ctx).to_dict()
