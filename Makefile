@@ -42,5 +42,5 @@ lint: venv ## ruff over the repository, strict mypy over plugins/retention
 demo: ## Run the demo (coming)
 	@echo "coming"; exit 1
 
-bench: ## Run the benchmark (coming)
-	@echo "coming"; exit 1
+bench: system-deps venv ## Run the erasure benchmark (about 5 min; SCALE=0.1 for a quick one; see bench/README.md)
+	$(PY) -m bench.run $(if $(SCALE),--scale $(SCALE))

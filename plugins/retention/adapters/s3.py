@@ -6,10 +6,18 @@ key under that prefix). Items are object versions; erasing deletes them by versi
 id, so nothing of the object survives in the bucket's history. Versions of held
 subjects or under held prefixes, and versions protected by S3 Object Lock, are
 kept and reported. Every API call is counted in ``requests``.
+
+Listing: a batch of records naming fewer than ``shared_listing_from`` keys (or prefixes) is
+served by one ListObjectVersions listing per key. A batch naming more is served by a single
+listing of their common prefix that stops after the last of them, because listing each key of
+a large batch costs a request per key where the shared listing costs a request per 1,000
+versions. Should the shared listing turn out sparse (more pages than keys it has passed),
+the rest of the batch goes back to one listing per key.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +42,9 @@ from retention.paths import is_prefix, render
 
 MAX_BATCH = 1000
 """Versions per batch, and keys per DeleteObjects request (the S3 maximum)."""
+
+SHARED_LISTING_FROM = MAX_BATCH
+"""Keys (or prefixes) a record batch must name before they are listed through their common prefix."""
 
 _THROTTLING = frozenset(
     {
@@ -147,6 +158,18 @@ class _Lock:
     until: str | None
 
 
+_Entry = tuple[str, str, bool]
+"""(key, version id, is delete marker) as listed."""
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Where a shared listing stopped: the version it last listed after, and that version itself."""
+
+    after: tuple[str, str]
+    held: list[_Entry]
+
+
 class S3Adapter:
     """Locate, erase and verify object versions through one boto3 S3 client."""
 
@@ -154,11 +177,16 @@ class S3Adapter:
     requests: int
     """Every S3 API call made through this adapter (botocore's own retries not included)."""
 
-    def __init__(self, client: Any, *, page_size: int = 1000) -> None:
+    def __init__(
+        self, client: Any, *, page_size: int = 1000, shared_listing_from: int = SHARED_LISTING_FROM
+    ) -> None:
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
+        if shared_listing_from < 2:
+            raise ValueError("shared_listing_from must be at least 2")
         self._client = client
         self._page_size = page_size
+        self._shared_from = shared_listing_from
         self._known_buckets: set[str] = set()
         self._lock_enabled: dict[str, bool] = {}
         self.requests = 0
@@ -214,19 +242,61 @@ class S3Adapter:
             wanted = [
                 (render(target.key_template, r, what), _subject(r, target.subject_field)) for r in records
             ]
-            for listing in group_listings(wanted):
-                for key, version_id, is_marker in self._versions(target.bucket, listing.prefix):
-                    subjects = listing.subjects_of(key, exact)
-                    if subjects is not None:
-                        yield S3Version(key, version_id, is_marker, subjects)
+            listings = group_listings(wanted)
+            if len(listings) >= self._shared_from:
+                yield from self._shared(target.bucket, listings, exact)
+            else:
+                yield from self._each(target.bucket, listings, exact)
 
-    def _versions(self, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
+    def _each(
+        self, bucket: str, listings: Sequence[Listing], exact: bool, resume: _Resume | None = None
+    ) -> Iterator[S3Version]:
+        """One listing per key or prefix; ``resume``: the first goes on where a shared listing stopped."""
+        for n, listing in enumerate(listings):
+            for entry in self._versions(bucket, listing.prefix, resume if n == 0 else None):
+                yield from _owned(listing, [entry], exact)
+
+    def _shared(self, bucket: str, listings: Sequence[Listing], exact: bool) -> Iterator[S3Version]:
+        """One listing of the common prefix of ``listings`` (sorted, disjoint), stopping after the last."""
+        prefix = os.path.commonprefix([listing.prefix for listing in listings])
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        at = pages = 0
+        held: list[_Entry] = []
+        while True:
+            page = self._call("list_object_versions", bucket, **params)
+            pages += 1
+            marker = _next_marker(page, bucket)
+            # Versions and delete markers come in two lists: merged, the page is in key order.
+            entries = sorted([*held, *_entries(page)], key=lambda e: e[0])
+            held = [e for e in entries if marker is not None and e[:2] == marker]
+            for entry in entries:
+                at = _advance(listings, at, entry[0])
+                if at == len(listings):
+                    return
+                # The entry the next page starts after is released with that page (see _versions).
+                if marker is None or entry[:2] != marker:
+                    yield from _owned(listings[at], [entry], exact)
+            if marker is None:
+                return
+            if pages > at + 1:
+                # Sparse: more pages than keys passed so far; one listing per remaining key is cheaper.
+                inside = marker[0].startswith(listings[at].prefix)
+                resume = _Resume(marker, held) if inside else None
+                yield from self._each(bucket, listings[at:], exact, resume)
+                return
+            params.update(KeyMarker=marker[0], VersionIdMarker=marker[1])
+
+    def _versions(self, bucket: str, prefix: str, resume: _Resume | None = None) -> Iterator[_Entry]:
         """Every (key, version id, is delete marker) under ``prefix``, one page in memory at a time."""
         params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        if resume is not None:
+            params.update(KeyMarker=resume.after[0], VersionIdMarker=resume.after[1])
         page = self._call("list_object_versions", bucket, **params)
+        if resume is not None:
+            yield from resume.held
         while True:
             marker = _next_marker(page, bucket)
-            held_back: list[tuple[str, str, bool]] = []
+            held_back: list[_Entry] = []
             for entry in _entries(page):
                 # The entry the next page starts after is released only once that page is
                 # fetched: the caller may delete what we yield, and a marker naming a deleted
@@ -237,9 +307,8 @@ class S3Adapter:
                     yield entry
             if marker is None:
                 return
-            page = self._call(
-                "list_object_versions", bucket, **params, KeyMarker=marker[0], VersionIdMarker=marker[1]
-            )
+            params.update(KeyMarker=marker[0], VersionIdMarker=marker[1])
+            page = self._call("list_object_versions", bucket, **params)
             yield from held_back
 
     def _delete(self, bucket: str, versions: Sequence[S3Version], outcome: EraseOutcome) -> None:
@@ -332,11 +401,31 @@ def _held(version: S3Version, holds: HoldSet) -> bool:
     return any(holds.subject_held(s) for s in version.subjects) or holds.path_held(version.key)
 
 
+def _advance(listings: Sequence[Listing], at: int, key: str) -> int:
+    """The first listing from ``at`` that ``key`` has not passed (listings are sorted and disjoint)."""
+    while at < len(listings):
+        prefix = listings[at].prefix
+        if key <= prefix or key.startswith(prefix):
+            return at
+        at += 1
+    return at
+
+
+def _owned(listing: Listing, entries: Iterable[_Entry], exact: bool) -> Iterator[S3Version]:
+    """The entries a listing's records select, with their subjects."""
+    for key, version_id, is_marker in entries:
+        if not key.startswith(listing.prefix):
+            continue
+        subjects = listing.subjects_of(key, exact)
+        if subjects is not None:
+            yield S3Version(key, version_id, is_marker, subjects)
+
+
 def _batch(versions: list[S3Version]) -> Batch[S3Version]:
     return Batch(items=versions, keys=[f"{v.key}@{v.version_id}" for v in versions])
 
 
-def _entries(page: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+def _entries(page: Mapping[str, Any]) -> Iterator[_Entry]:
     for version in page.get("Versions") or ():
         yield version["Key"], version["VersionId"], False
     for marker in page.get("DeleteMarkers") or ():

@@ -4,6 +4,12 @@ SFTP has no ``openat`` or ``O_NOFOLLOW``, so confinement is enforced by looking:
 directory between the root and an item is ``lstat``-ed and must be a real directory. A
 symlink on the way is never followed; the item is reported as failed (``symlink_in_path``)
 so that the run fails loudly. An item that is itself a symlink is unlinked, never its target.
+
+Items are handled a batch at a time, one step after the other: the directories on the way
+(depth by depth, so nothing behind a symlink is ever looked at), then the items, then the
+removals, then the emptied directories. On a paramiko ``SFTPClient`` each step sends all its
+requests before reading the answers (SFTP numbers them), so a batch costs a few round trips
+instead of several per file; any other client is called one request at a time.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ from __future__ import annotations
 import errno
 import posixpath
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ParamSpec, TypeVar
 
 import paramiko
+from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_REMOVE, CMD_RMDIR, CMD_STATUS
 
 from retention.adapters.base import (
     Batch,
@@ -43,6 +50,9 @@ IS_DIRECTORY = "is_directory"
 LEGAL_HOLD = "legal_hold"
 _ERASED = "erased"
 _GONE = "gone"
+_IN_FLIGHT = 1000
+"""Requests sent before their answers are read (a bounded burst: memory and server buffers)."""
+_COMMANDS = {"lstat": CMD_LSTAT, "remove": CMD_REMOVE, "rmdir": CMD_RMDIR}
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,8 @@ class SftpAdapter:
             raise ValueError("batch_size must be at least 1")
         self._client = client
         self._batch_size = batch_size
+        # Only paramiko's own client has the numbered requests that pipelining needs.
+        self._pipelined = isinstance(client, paramiko.SFTPClient)
         self.requests = 0
 
     def locate(self, target: SftpTarget) -> Iterator[Batch[SftpItem]]:
@@ -109,13 +121,14 @@ class SftpAdapter:
         root = self._checked_root(target)
         holds = target.holds()
         outcome = EraseOutcome()
-        dirs: dict[str, _Dir] = {}
-        emptied: set[str] = set()
+        todo: list[SftpItem] = []
         for item in batch.items:
             if _held(holds, item):
                 outcome.keep(LEGAL_HOLD)
-                continue
-            result = self._erase_one(root, item.path, dirs)
+            else:
+                todo.append(item)
+        emptied: set[str] = set()
+        for item, result in zip(todo, self._erase_all(root, [i.path for i in todo]), strict=True):
             if result == _ERASED:
                 outcome.erased += 1
             elif result != _GONE:
@@ -148,17 +161,31 @@ class SftpAdapter:
         for records in target.records():
             # Per record batch, so the cache stays as small as the batch.
             dirs: dict[str, _Dir] = {}
-            for record in records:
-                path = render(target.path_template, record)
-                subject = _subject(record, target.subject_field)
-                way = self._located(self._way, root, path, dirs)
-                if way is _Way.BLOCKED:
-                    yield SftpItem(path, subject)
-                elif way is _Way.OPEN and directory:
-                    for found in self._walk(root, path):
-                        yield SftpItem(found, subject)
-                elif way is _Way.OPEN and self._located(self._lstat, root, path) is not None:
-                    yield SftpItem(path, subject)
+            for start in range(0, len(records), _IN_FLIGHT):
+                chunk = records[start : start + _IN_FLIGHT]
+                items = [
+                    SftpItem(render(target.path_template, r), _subject(r, target.subject_field))
+                    for r in chunk
+                ]
+                yield from self._present_items(root, items, dirs, directory)
+
+    def _present_items(
+        self, root: str, items: Sequence[SftpItem], dirs: dict[str, _Dir], directory: bool
+    ) -> Iterator[SftpItem]:
+        ways = [_looked(way) for way in self._ways(root, [i.path for i in items], dirs)]
+        files = [i for i, way in zip(items, ways, strict=True) if way is _Way.OPEN and not directory]
+        found = self._many("lstat", [_join(root, i.path) for i in files])
+        present = {
+            i.path for i, attrs in zip(files, found, strict=True) if _looked(attrs, gone=None) is not None
+        }
+        for item, way in zip(items, ways, strict=True):
+            if way is _Way.BLOCKED:
+                yield item
+            elif way is _Way.OPEN and directory:
+                for path in self._walk(root, item.path):
+                    yield SftpItem(path, item.subject)
+            elif way is _Way.OPEN and item.path in present:
+                yield item
 
     def _walk(self, root: str, top: str) -> Iterator[str]:
         """Relative paths of every non-directory under ``top``; a symlinked directory is never entered."""
@@ -179,25 +206,36 @@ class SftpAdapter:
                 else:
                     yield child
 
-    def _erase_one(self, root: str, path: str, dirs: dict[str, _Dir]) -> str:
-        """Re-check one item and remove it: ``_ERASED``, ``_GONE`` (nothing there) or an error code."""
-        try:
-            way = self._way(root, path, dirs)
-            if way is _Way.BLOCKED:
-                return SYMLINK_IN_PATH
-            # A blocked directory whose way is open again holds files this batch never located.
-            if way is _Way.MISSING or path.endswith("/"):
-                return _GONE
-            attrs = self._lstat(root, path)
-            if attrs is None:
-                return _GONE
-            if attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
-                return IS_DIRECTORY
-            # remove() is unlink(): a symlink item goes, its target stays.
-            self._call(self._client.remove, _join(root, path))
-        except OSError as exc:
-            return _GONE if exc.errno == errno.ENOENT else _code(exc)
-        return _ERASED
+    def _erase_all(self, root: str, paths: Sequence[str]) -> list[str]:
+        """Re-check and remove items: per path ``_ERASED``, ``_GONE`` (nothing there) or an error code."""
+        results: dict[int, str] = {}
+        looked: list[int] = []
+        for n, (path, way) in enumerate(zip(paths, self._ways(root, paths, {}), strict=True)):
+            if isinstance(way, OSError):
+                results[n] = _code(way)
+            elif way is _Way.BLOCKED:
+                results[n] = SYMLINK_IN_PATH
+            elif way is _Way.MISSING or path.endswith("/"):
+                # A blocked directory whose way is open again holds files this batch never located.
+                results[n] = _GONE
+            else:
+                looked.append(n)
+        doomed: list[int] = []
+        for n, attrs in zip(
+            looked, self._many("lstat", [_join(root, paths[n]) for n in looked]), strict=True
+        ):
+            if isinstance(attrs, OSError):
+                results[n] = _failure(attrs)
+            elif attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
+                results[n] = IS_DIRECTORY
+            else:
+                doomed.append(n)
+        # remove() is unlink(): a symlink item goes, its target stays.
+        for n, done in zip(
+            doomed, self._many("remove", [_join(root, paths[n]) for n in doomed]), strict=True
+        ):
+            results[n] = _failure(done) if isinstance(done, OSError) else _ERASED
+        return [results[n] for n in range(len(paths))]
 
     def _prune(self, root: str, emptied: set[str]) -> None:
         """Remove these directories and then their parents, deepest first, while empty; never the root."""
@@ -205,44 +243,68 @@ class SftpAdapter:
         for d in emptied:
             by_depth.setdefault(d.count("/") + 1, set()).add(d)
         for depth in range(max(by_depth, default=0), 0, -1):
-            for d in by_depth.get(depth, ()):
-                try:
-                    self._call(self._client.rmdir, _join(root, d))
-                except OSError:
-                    # Not empty (held or newer files) or already gone: it stays, and so do its parents.
-                    continue
+            level = sorted(by_depth.get(depth, ()))
+            for d, done in zip(level, self._many("rmdir", [_join(root, d) for d in level]), strict=True):
+                # Not empty (held or newer files) or already gone: it stays, and so do its parents.
                 parent = posixpath.dirname(d)
-                if parent:
+                if not isinstance(done, OSError) and parent:
                     by_depth.setdefault(depth - 1, set()).add(parent)
 
-    def _way(self, root: str, path: str, dirs: dict[str, _Dir]) -> _Way:
-        """Whether every directory between the root and ``path`` is a real one; ``dirs`` caches lstat."""
-        for d in _dirs_on_the_way(path):
-            state = dirs.get(d)
-            if state is None:
-                attrs = self._lstat(root, d)
-                state = _dir_state(attrs)
-                dirs[d] = state
-            if state is _Dir.LINK:
-                return _Way.BLOCKED
-            if state is _Dir.ABSENT:
-                return _Way.MISSING
-        return _Way.OPEN
+    def _ways(self, root: str, paths: Sequence[str], dirs: dict[str, _Dir]) -> list[_Way | OSError]:
+        """``_way`` for many paths: the uncached directories are looked up together, a depth at a time.
 
-    def _lstat(self, root: str, path: str) -> paramiko.SFTPAttributes | None:
-        try:
-            return self._call(self._client.lstat, _join(root, path))
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
+        A directory is looked up only once every directory above it is known to be a real one, so
+        nothing behind a symlink or a missing directory is ever looked at. A look-up that fails
+        for another reason than "no such file" is returned for the paths that needed it.
+        """
+        chains = [_dirs_on_the_way(p) for p in paths]
+        failed: dict[str, OSError] = {}
+        for depth in range(max((len(c) for c in chains), default=0)):
+            wanted = list(
+                dict.fromkeys(
+                    c[depth]
+                    for c in chains
+                    if len(c) > depth
+                    and c[depth] not in dirs
+                    and all(dirs.get(d) is _Dir.REAL for d in c[:depth])
+                )
+            )
+            for d, attrs in zip(wanted, self._many("lstat", [_join(root, d) for d in wanted]), strict=True):
+                if isinstance(attrs, OSError) and attrs.errno != errno.ENOENT:
+                    failed[d] = attrs
+                else:
+                    dirs[d] = _dir_state(None if isinstance(attrs, OSError) else attrs)
+        return [_way_known(chain, dirs, failed) for chain in chains]
 
-    def _located(self, look: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a read-only look-up; an SFTP error other than "no such file" stops the run."""
+    def _many(self, op: str, paths: Sequence[str]) -> list[Any]:
+        """One SFTP operation (``lstat``, ``remove``, ``rmdir``) on many absolute paths.
+
+        Per path its answer (attributes, or None) or the ``OSError`` the server's status means;
+        a lost connection raises ``TransientError`` for the whole call.
+        """
+        if not self._pipelined:
+            return [self._one(getattr(self._client, op), p) for p in paths]
+        answers: list[Any] = []
+        for start in range(0, len(paths), _IN_FLIGHT):
+            chunk = paths[start : start + _IN_FLIGHT]
+            answers += self._call(self._pipeline, _COMMANDS[op], chunk)
+            self.requests += len(chunk) - 1  # _call counted one
+        return answers
+
+    def _one(self, method: Callable[[str], Any], path: str) -> Any:
         try:
-            return look(*args, **kwargs)
+            return self._call(method, path)
         except OSError as exc:
-            raise _terminal(exc, "lookup") from exc
+            return exc
+
+    def _pipeline(self, command: int, paths: Sequence[str]) -> list[Any]:
+        """Send every request, then read the answers (paramiko hands each to ``_Answers`` by number)."""
+        client: Any = self._client
+        answers = _Answers()
+        numbers = [client._async_request(answers, command, client._adjust_cwd(p)) for p in paths]
+        while len(answers.got) < len(numbers):
+            client._read_response()
+        return [answers.result(client, n) for n in numbers]
 
     def _checked_root(self, target: SftpTarget) -> str:
         """The target's root, once it is confirmed to be a real directory (not a symlink) on the server."""
@@ -297,6 +359,56 @@ def _dirs_on_the_way(path: str) -> list[str]:
     parts = path.rstrip("/").split("/")
     depth = len(parts) if path.endswith("/") else len(parts) - 1
     return ["/".join(parts[:i]) for i in range(1, depth + 1)]
+
+
+def _way_known(
+    chain: Sequence[str], dirs: Mapping[str, _Dir], failed: Mapping[str, OSError]
+) -> _Way | OSError:
+    for d in chain:
+        if d in failed:
+            return failed[d]
+        state = dirs[d]
+        if state is _Dir.LINK:
+            return _Way.BLOCKED
+        if state is _Dir.ABSENT:
+            return _Way.MISSING
+    return _Way.OPEN
+
+
+def _looked(answer: Any, gone: Any = _GONE) -> Any:
+    """A look-up's answer while locating; any failure but "no such file" (then ``gone``) stops the run."""
+    if not isinstance(answer, OSError):
+        return answer
+    if answer.errno == errno.ENOENT:
+        return gone
+    raise _terminal(answer, "lookup") from answer
+
+
+def _failure(exc: OSError) -> str:
+    return _GONE if exc.errno == errno.ENOENT else _code(exc)
+
+
+class _Answers:
+    """Collects the answers paramiko reads for pipelined requests (it calls ``_async_response``)."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, paramiko.Message]] = {}
+
+    def _async_response(self, kind: int, msg: paramiko.Message, number: int) -> None:
+        self.got[number] = (kind, msg)
+
+    def result(self, client: Any, number: int) -> Any:
+        """The attributes (LSTAT), None (a status OK) or the OSError of an error status."""
+        kind, msg = self.got[number]
+        if kind == CMD_ATTRS:
+            return paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+        if kind != CMD_STATUS:
+            raise paramiko.SFTPError(f"unexpected SFTP response type {kind}")
+        try:
+            client._convert_status(msg)
+        except OSError as exc:
+            return exc
+        return None
 
 
 def _dir_state(attrs: paramiko.SFTPAttributes | None) -> _Dir:

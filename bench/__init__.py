@@ -1,0 +1,1 @@
+"""The erasure benchmark (``python -m bench.run``): the engine against bounds and naive baselines."""
