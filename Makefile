@@ -39,8 +39,11 @@ lint: venv ## ruff over the repository, strict mypy over plugins/retention
 	$(PY) -m ruff check .
 	$(PY) -m mypy -p retention
 
-demo: ## Run the demo (coming)
-	@echo "coming"; exit 1
+demo: system-deps venv ## Run the demo: services, a small world, Airflow on localhost, both DAGs, a summary (Ctrl-C or make demo-stop ends it)
+	$(PY) -m harness.demo start $(DEMO_ARGS)
+
+demo-stop: venv ## Stop everything the demo started
+	$(PY) -m harness.demo stop
 
 bench: system-deps venv ## Run the erasure benchmark (about 5 min; SCALE=0.1 for a quick one; see bench/README.md)
 	$(PY) -m bench.run $(if $(SCALE),--scale $(SCALE))
