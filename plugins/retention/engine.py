@@ -37,6 +37,7 @@ from retention.adapters.database import DatabaseAdapter, RowSelection, TableTarg
 from retention.clock import cutoff_for, until_for
 from retention.errors import EraseFailedError, RetentionError, TerminalError, VerificationError
 from retention.ledger import Ledger, LedgerEntry
+from retention.paths import placeholders
 from retention.policy import DatabaseLocation, Policy, PolicySet, S3Location, SftpLocation
 from retention.pseudonym import pseudonymise
 
@@ -176,18 +177,18 @@ def targets_for(policy: Policy, store: str, ctx: RunContext) -> list[tuple[str, 
                 holds=holds,
                 pseudonym_key=ctx.pseudonym_key,
             )
-            out.append((f"table:{loc.table}", target))
+            out.append((location_label(loc), target))
         elif isinstance(loc, S3Location):
             bucket = ctx.bucket_map.get(loc.bucket, loc.bucket)
             target = S3Target(
                 category=policy.id,
                 bucket=bucket,
                 key_template=loc.key,
-                records=_records(ctx.database, sel, [*_placeholders(loc.key)]),
+                records=_records(ctx.database, sel, placeholders(loc.key)),
                 subject_field=policy.records.subject,
                 holds=holds,
             )
-            out.append((f"s3:{loc.bucket}/{loc.key}", target))
+            out.append((location_label(loc), target))
         elif isinstance(loc, SftpLocation):
             if not ctx.archive_root:
                 raise TerminalError(f"{policy.id}: an SFTP location needs the archive root")
@@ -195,18 +196,21 @@ def targets_for(policy: Policy, store: str, ctx: RunContext) -> list[tuple[str, 
                 category=policy.id,
                 root=ctx.archive_root,
                 path_template=loc.path,
-                records=_records(ctx.database, sel, [*_placeholders(loc.path)]),
+                records=_records(ctx.database, sel, placeholders(loc.path)),
                 subject_field=policy.records.subject,
                 holds=holds,
             )
-            out.append((f"sftp:{loc.path}", target))
+            out.append((location_label(loc), target))
     return out
 
 
-def _placeholders(template: str) -> list[str]:
-    from retention.paths import placeholders
-
-    return placeholders(template)
+def location_label(loc: DatabaseLocation | S3Location | SftpLocation) -> str:
+    """How a location is named in plans and the ledger: the policy's template, never a rendered key."""
+    if isinstance(loc, DatabaseLocation):
+        return f"table:{loc.table}"
+    if isinstance(loc, S3Location):
+        return f"s3:{loc.bucket}/{loc.key}"
+    return f"sftp:{loc.path}"
 
 
 def _records(db: DatabaseAdapter, sel: RowSelection, columns: list[str]) -> Callable[[], Any]:
@@ -231,15 +235,13 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
     records = db.count(sel, holds)
     selected_all = db.count(sel)
     total = db.total(policy.records.table)
-    locations: dict[str, int] = {}
-    for label, target in targets_for(policy, "database", ctx):
-        locations[label] = records if target.table == policy.records.table else -1
-    for loc in policy.locations:
-        if isinstance(loc, S3Location | SftpLocation):
-            locations[
-                f"{loc.store}:{loc.bucket + '/' if isinstance(loc, S3Location) else ''}"
-                f"{loc.key if isinstance(loc, S3Location) else loc.path}"
-            ] = records
+    # Child tables hold rows of these records, not records: -1 says "rows of the records above".
+    locations = {
+        location_label(loc): records
+        if not isinstance(loc, DatabaseLocation) or loc.foreign_key is None
+        else -1
+        for loc in policy.locations
+    }
     needs, why = _cap_check(policy, records, total) if ctx.mode == "due" else (False, None)
     kept = kept_by_law(policy, ctx) if ctx.mode == "subject" else None
     return CategoryPlan(
