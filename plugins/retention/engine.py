@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from retention.adapters.base import (
     Batch,
@@ -89,6 +89,8 @@ class StepSummary:
     mode: str
     dry_run: bool
     located: int = 0
+    """Items the step acted on: located ones in a dry run; in a real run the ones its batches
+    named, or for key ranges the rows they turned out to hold."""
     erased: int = 0
     anonymised: int = 0
     kept: dict[str, int] = field(default_factory=dict)
@@ -295,36 +297,49 @@ def _iso(value: date | datetime) -> str:
 def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepSummary:
     """Locate, erase and verify one category in one store; record every decision in the ledger.
 
-    Idempotent: a retry locates only what is still there. Raises ``EraseFailedError`` when a
+    A dry run locates (it counts what exists); a real run takes its batches from ``named``
+    where the adapter has it (what the index names: erase looks anyway), else from
+    ``locate``. Every batch's intent is in the ledger before it is erased; its outcome goes
+    in with the next batch's intent (one ledger transaction a batch), or with the verdict.
+
+    Idempotent: a retry acts only on what is still there. Raises ``EraseFailedError`` when a
     store reported items not erased and ``VerificationError`` when looking again finds any.
     """
     summary = StepSummary(ctx.run_id, policy.id, store, ctx.mode, ctx.dry_run)
     adapter = adapter_for(store, ctx)
     action = "delete"
     digest = KeyDigest()
-    for label, target in targets_for(policy, store, ctx):
-        action = getattr(target, "action", "delete")
-        for batch in adapter.locate(target):
-            summary.located += batch.count
-            digest.update(batch.keys)
+    pending: list[LedgerEntry] = []
+    try:
+        for label, target in targets_for(policy, store, ctx):
+            action = getattr(target, "action", "delete")
+            for batch in _batches(adapter, target, ctx):
+                digest.update(batch.keys if batch.span is None else [batch.span])
+                if ctx.dry_run:
+                    summary.located += batch.count
+                    continue
+                outcome = _erase_batch(policy, store, label, action, adapter, target, batch, ctx, pending)
+                summary.located += batch.count if batch.span is None else _acted_on(outcome)
+                _merge(summary, outcome)
+                if outcome.failed:
+                    summary.digest = digest.hexdigest()
+                    raise EraseFailedError(
+                        f"{policy.id}/{store}: {outcome.failed} item(s) not erased "
+                        f"({', '.join(outcome.errors[:3])})"
+                    )
             if ctx.dry_run:
                 continue
-            outcome = _erase_batch(policy, store, label, action, adapter, target, batch, ctx)
-            _merge(summary, outcome)
-            if outcome.failed:
-                summary.digest = digest.hexdigest()
-                raise EraseFailedError(
-                    f"{policy.id}/{store}: {outcome.failed} item(s) not erased "
-                    f"({', '.join(outcome.errors[:3])})"
-                )
-        if ctx.dry_run:
-            continue
-        check = adapter.verify(target)
-        _record_verify(policy, store, label, action, check, ctx)
-        summary.remaining += check.remaining
-        if store == "database" and check.kept:
-            # The database never locates held rows; looking again is where they are counted.
-            summary.kept["legal_hold"] = max(summary.kept.get("legal_hold", 0), check.kept)
+            check = adapter.verify(target)
+            pending.append(_verify_entry(policy, store, label, action, check, ctx))
+            summary.remaining += check.remaining
+            if store == "database" and check.kept:
+                # The database never locates held rows; looking again is where they are counted.
+                summary.kept["legal_hold"] = max(summary.kept.get("legal_hold", 0), check.kept)
+    except BaseException:
+        # The outcomes of what was done must reach the ledger even when the step stops.
+        _flush_after_error(ctx, pending)
+        raise
+    _append_many(ctx, pending)
     summary.digest = digest.hexdigest()
     if not ctx.dry_run:
         summary.verified = summary.remaining == 0
@@ -336,6 +351,18 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepSummary:
     return summary
 
 
+def _batches(adapter: Any, target: Any, ctx: RunContext) -> Iterator[Batch[Any]]:
+    """A dry run's batches are located (it counts what exists); a real run's are named where possible."""
+    named = getattr(adapter, "named", None)
+    if ctx.dry_run or named is None:
+        return cast("Iterator[Batch[Any]]", adapter.locate(target))
+    return cast("Iterator[Batch[Any]]", named(target))
+
+
+def _acted_on(outcome: EraseOutcome) -> int:
+    return outcome.erased + outcome.anonymised + outcome.failed + sum(outcome.kept.values())
+
+
 def _erase_batch(
     policy: Policy,
     store: str,
@@ -345,9 +372,11 @@ def _erase_batch(
     target: Any,
     batch: Batch[Any],
     ctx: RunContext,
+    pending: list[LedgerEntry],
 ) -> EraseOutcome:
+    """Write the intent (with the batch before's outcome from ``pending``), erase, leave the outcome there."""
     batch_digest = KeyDigest()
-    batch_digest.update(batch.keys)
+    batch_digest.update(batch.keys if batch.span is None else [batch.span])
     entry = functools.partial(
         LedgerEntry,
         run_id=ctx.run_id,
@@ -359,45 +388,59 @@ def _erase_batch(
         subject_ref=ctx.subject_ref,
         policy_set_hash=ctx.policies.hash,
     )
-    # Intent first: a crash between here and the outcome leaves a visible "planned" entry.
-    _append(ctx, entry(outcome="planned", count=batch.count))
+    # Intent first: a crash between here and the outcome leaves a visible "planned" entry. A
+    # key range does not know its count before it is erased: the outcome entry has it.
+    if batch.span is None:
+        intent = entry(outcome="planned", count=batch.count)
+    else:
+        intent = entry(outcome="planned", count=0, detail={"named_by": "key_range"})
+    pending.append(intent)
+    _append_many(ctx, pending)
     outcome: EraseOutcome = adapter.erase(target, batch)
-    entries = []
     if outcome.erased or outcome.anonymised:
         done = "erased" if outcome.erased else "anonymised"
-        entries.append(entry(outcome=done, count=outcome.erased or outcome.anonymised))
+        pending.append(entry(outcome=done, count=outcome.erased or outcome.anonymised))
     for reason, n in outcome.kept.items():
-        entries.append(entry(outcome="kept", count=n, reason=reason, until=outcome.kept_until.get(reason)))
+        pending.append(entry(outcome="kept", count=n, reason=reason, until=outcome.kept_until.get(reason)))
     if outcome.failed:
         errors = sorted(set(outcome.errors))[:5]
-        entries.append(
+        pending.append(
             entry(outcome="failed", count=outcome.failed, reason="store_error", detail={"errors": errors})
         )
-    if ctx.ledger is not None and entries:
-        ctx.ledger.append_many(entries)
     return outcome
 
 
-def _record_verify(
+def _append_many(ctx: RunContext, entries: list[LedgerEntry]) -> None:
+    """Write ``entries`` in one ledger transaction and empty the list; a dry run records nothing."""
+    if entries and ctx.ledger is not None and not ctx.dry_run:
+        ctx.ledger.append_many(entries)
+    entries.clear()
+
+
+def _flush_after_error(ctx: RunContext, pending: list[LedgerEntry]) -> None:
+    try:
+        _append_many(ctx, pending)
+    except Exception:  # noqa: BLE001 - the step's own error is the one to raise
+        log.exception("could not record %d ledger entr(ies) after the step stopped", len(pending))
+
+
+def _verify_entry(
     policy: Policy, store: str, label: str, action: str, check: VerifyOutcome, ctx: RunContext
-) -> None:
-    _append(
-        ctx,
-        LedgerEntry(
-            run_id=ctx.run_id,
-            category=policy.id,
-            store=store,
-            location=label,
-            action=action,
-            outcome="verified" if check.remaining == 0 else "verify_failed",
-            count=check.remaining,
-            items_digest=None,
-            subject_ref=ctx.subject_ref,
-            reason=None,
-            until=None,
-            policy_set_hash=ctx.policies.hash,
-            detail={"kept": check.kept},
-        ),
+) -> LedgerEntry:
+    return LedgerEntry(
+        run_id=ctx.run_id,
+        category=policy.id,
+        store=store,
+        location=label,
+        action=action,
+        outcome="verified" if check.remaining == 0 else "verify_failed",
+        count=check.remaining,
+        items_digest=None,
+        subject_ref=ctx.subject_ref,
+        reason=None,
+        until=None,
+        policy_set_hash=ctx.policies.hash,
+        detail={"kept": check.kept},
     )
 
 

@@ -173,3 +173,32 @@ def test_a_subject_selection_carries_only_that_subjects_hold(db: Engine, subject
     assert remaining_ids(db) == set(range(1, ROWS + 1)) - (set() if subject_held else owned_due)
     # No statement spells out the thousands of other held subjects.
     assert max(len(s) for s in statements) < 2000
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL reads the holds in force as two arrays; what is in force must not depend on it."""
+    from retention.holds import HoldRegistry
+
+    if backend == "postgresql":
+        engine: Engine = request.getfixturevalue("fresh_db")
+    else:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'holds.db'}")
+    registry = HoldRegistry(engine)
+    registry.ensure_schema()
+    day = timedelta(days=1)
+    assert registry.current("invoices", NOW) == HoldSet()
+    registry.add(reason="Retssag A", subject="17", now=NOW - day)
+    registry.add(reason="Retssag B", subject="18", category="invoices", now=NOW - day)
+    registry.add(reason="Retssag C", subject="19", category="documents", now=NOW - day)
+    registry.add(reason="Tilsyn", prefix="12/34", now=NOW - day)
+    registry.add(reason="Tilsyn", prefix="56", category="invoices", now=NOW - day)
+    registry.add(reason="Udløbet", subject="20", until=NOW - day / 2, now=NOW - day)
+    registry.release(registry.add(reason="Frigivet", subject="21", now=NOW - day), now=NOW - day / 2)
+    assert registry.current("invoices", NOW) == HoldSet(
+        subjects=frozenset({"17", "18"}), prefixes=("12/34", "56")
+    )
+    documents = HoldSet(subjects=frozenset({"17", "19"}), prefixes=("12/34",))
+    assert registry.current("documents", NOW) == documents

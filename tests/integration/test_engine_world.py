@@ -261,3 +261,41 @@ def test_nightly_and_a_customer_erasure_at_the_same_time_do_not_corrupt_each_oth
     assert not (set(inv.s3_objects) & set(s3_keys(env)))
     assert Ledger(env.engine).verify_chain().ok
     assert all(r.get("verified", True) for rs in results.values() for r in rs)
+
+
+def test_each_range_is_announced_before_it_is_erased_and_outcomes_survive_a_failure(
+    world_env: WorldEnv,
+) -> None:
+    """A real run's database batches are key ranges: intent, then outcome; a failure keeps the record."""
+    from retention.adapters.database import DatabaseAdapter
+    from retention.errors import TransientError
+
+    env = world_env
+    policy = env.policies.get("correspondence")
+    due = env.world.expected_after_nightly()["correspondence"]["deleted"]
+
+    class FailsOnThirdRange(DatabaseAdapter):
+        calls = 0
+
+        def erase(self, target: Any, batch: Any) -> Any:
+            self.calls += 1
+            if self.calls == 3:
+                raise TransientError("database connection lost")
+            return super().erase(target, batch)
+
+    ctx = env.context()
+    ctx.database = FailsOnThirdRange(env.engine, batch_size=5)
+    with pytest.raises(TransientError):
+        execute_step(policy, "database", ctx)
+    ledger = Ledger(env.engine)
+    entries = sorted(ledger.entries(run_id=ctx.run_id, limit=1000), key=lambda e: e["seq"])
+    outcomes = [e["outcome"] for e in entries]
+    assert outcomes == ["planned", "erased", "planned", "erased", "planned"], outcomes
+    assert all(e["detail"] == {"named_by": "key_range"} for e in entries if e["outcome"] == "planned")
+    erased_first = sum(e["count"] for e in entries if e["outcome"] == "erased")
+    assert erased_first == len(due - table_ids(env)["correspondence"]) > 0
+    assert ledger.verify_chain().ok
+
+    retry = execute_step(policy, "database", env.context(run_id=ctx.run_id))
+    assert retry.verified and retry.erased + erased_first == len(due)
+    assert not due & table_ids(env)["correspondence"]

@@ -9,6 +9,9 @@ many items are due, and it returns counts and digests, never lists of items.
 - ``erase(target, batch)`` erases exactly the batch's items that are not held at that
   moment and returns what happened; per-item failures are reported, not swallowed.
 - ``verify(target)`` looks again and counts what the target still selects.
+- ``named(target)``, where an adapter has it, yields a real run's batches from the
+  index alone (keys, paths or key ranges) without looking in the store: ``erase``
+  looks anyway, so locating first would read every item twice. Dry runs locate.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ class Batch(Generic[T]):
     items: Sequence[T]
     keys: Sequence[str]
     """One stable text key per item, for the ledger digest (never personal data in clear)."""
+    span: str | None = None
+    """For a batch named by a key range rather than by keys (``keys`` empty): that range, as text
+    for the ledger digest; how many items it holds is known once it is erased."""
+    observe: Callable[[int], None] | None = None
+    """Called by ``erase`` with the number of items the batch turned out to hold (sizes the next)."""
 
     @property
     def count(self) -> int:
@@ -116,6 +124,19 @@ class StoreAdapter(Protocol[TargetT]):
 
     def verify(self, target: TargetT) -> VerifyOutcome:
         """Look again: count the items the target still selects (held/locked ones as kept)."""
+        ...
+
+
+class NamingAdapter(StoreAdapter[TargetT], Protocol[TargetT]):
+    """An adapter that can also name a real run's batches without looking in the store first.
+
+    ``erase`` looks anyway (it re-applies the selection and the holds, and reports what was
+    not there), so a real run that first located every item would read each one twice. The
+    engine uses ``named`` in real runs and ``locate`` in dry runs, which must count what exists.
+    """
+
+    def named(self, target: TargetT) -> Iterator[Batch[Any]]:
+        """Yield batches of what the target's index names (keys, paths or key ranges); touch nothing."""
         ...
 
 

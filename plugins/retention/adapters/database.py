@@ -1,9 +1,11 @@
 """The business-database adapter (SQLAlchemy Core; PostgreSQL in production, SQLite for the demo).
 
 Set-based and batched by key ranges of the records table: a batch is a range
-``(lo, hi]`` of its key, located with one keyset query and erased with one
-statement per table that re-applies the whole selection (age, subject, holds),
-so a row that stopped being due between locate and erase is never touched.
+``(lo, hi]`` of its key, erased with one statement per table that re-applies the
+whole selection (age, subject, holds), so a row that stopped being due between
+naming the range and erasing it is never touched. A real run's ranges are named
+without reading the records (``named``); a dry run locates them with one keyset
+query each (``locate``), which also counts and fingerprints the keys.
 Child tables are erased before the rows they reference. Anonymisation is an
 ``UPDATE`` of named columns that only touches values not yet anonymised, which
 makes it idempotent and lets ``verify`` prove it by counting what is left.
@@ -82,11 +84,15 @@ def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict
 
 
 class DatabaseAdapter:
-    """Locate, erase and verify rows of one business database."""
+    """Locate, erase and verify rows of one business database.
+
+    ``batch_size`` is the rows one transaction erases: large enough that commits and
+    ledger entries are a small share of the work, small enough to hold locks briefly.
+    """
 
     store = "database"
 
-    def __init__(self, engine: Engine, *, batch_size: int = 20_000) -> None:
+    def __init__(self, engine: Engine, *, batch_size: int = 50_000) -> None:
         self.engine = engine
         self.batch_size = batch_size
         self.statements = 0
@@ -129,6 +135,38 @@ class DatabaseAdapter:
             yield Batch(items=[(last, keys[-1])], keys=[str(k) for k in keys])
             last = keys[-1]
 
+    def named(self, target: TableTarget) -> Iterator[Batch[KeyRange]]:
+        """Yield key ranges that together cover the selected records, without fetching them.
+
+        A real run's batches: ``erase`` re-applies the whole selection (age, subject, holds) to
+        its range, so a range is as safe as a list of located keys, and locating first would
+        fetch every due key once more. One aggregate over the selection gives its smallest and
+        largest key and its count; the ranges run between them, sized for ``batch_size`` rows
+        at the selection's average density and then from the rows each range held. Keys that
+        are not integers cannot be cut into ranges: those targets get the located batches.
+        """
+        sel = target.selection
+        key = self.column(sel.table, sel.key)
+        if _python_type(key) is not int:
+            yield from self.locate(target)
+            return
+        conds = self._conditions(target, target.holds())
+        # ``key + 0``: a bare min()/max() lets PostgreSQL walk the key index until the first
+        # match from each end, which reads every newer row when the due rows are the oldest.
+        # As an expression it is one pass over the selection, by the anchor's index or a scan.
+        q = sa.select(sa.func.count(), sa.func.min(key + 0), sa.func.max(key + 0)).where(*conds)
+        count, first, last = self._run(lambda c: c.execute(q).one())
+        if not count:
+            return
+        span = int(last) - int(first) + 1
+        width = max(1, span * self.batch_size // int(count))
+        walk = _RangeWalk(lo=int(first) - 1, end=int(last), width=width, rows=self.batch_size)
+        while walk.lo < walk.end:
+            lo, hi = walk.lo, min(walk.lo + walk.width, walk.end)
+            text = f"{sel.table}.{sel.key} in ({lo}, {hi}]"
+            yield Batch(items=[(lo, hi)], keys=[], span=text, observe=walk.observe)
+            walk.lo = hi
+
     def erase(self, target: TableTarget, batch: Batch[KeyRange]) -> EraseOutcome:
         """Delete or anonymise the batch's rows that are still selected and not held right now."""
         holds = target.holds()
@@ -140,7 +178,11 @@ class DatabaseAdapter:
                 outcome.erased += done
             else:
                 outcome.anonymised += done
-        if target.table == target.selection.table and outcome.erased + outcome.anonymised < batch.count:
+        if batch.observe is not None:
+            batch.observe(outcome.erased + outcome.anonymised)
+        # A key range never counted its rows: its held ones are counted when looking again.
+        short = outcome.erased + outcome.anonymised < batch.count
+        if batch.span is None and target.table == target.selection.table and short:
             held = self._count_held(target, holds, batch)
             if held:
                 outcome.keep("legal_hold", held)
@@ -149,6 +191,17 @@ class DatabaseAdapter:
     def verify(self, target: TableTarget) -> VerifyOutcome:
         """Count the selected rows still present (or not anonymised), and the held ones kept."""
         holds = target.holds()
+        held = self._held_condition(target.selection, holds)
+        if target.table == target.selection.table and held is not None:
+            # One pass over the selection counts both: the held rows and the rest.
+            rec = self.table(target.table)
+            q = (
+                sa.select(sa.func.count().filter(sa.not_(held)), sa.func.count().filter(held))
+                .select_from(rec)
+                .where(*self._conditions(target, HoldSet()))
+            )
+            remaining, kept = self._run(lambda c: c.execute(q).one())
+            return VerifyOutcome(remaining=int(remaining), kept=int(kept))
         remaining = self._count(target, self._conditions(target, holds))
         kept = 0
         if holds.subjects:
@@ -227,6 +280,18 @@ class DatabaseAdapter:
             conds.append(_in_list(subject_col, values) if values else sa.false())
         return conds
 
+    def _held_condition(self, sel: RowSelection, holds: HoldSet) -> sa.ColumnElement[bool] | None:
+        """``subject IN (held)`` on the selection's subject column; None if nothing it selects is held."""
+        subject_col = self.column(sel.table, sel.subject_column)
+        held = self._coerce_valid(subject_col, holds.subjects)
+        if sel.subject is not None:
+            subject = self._coerce(subject_col, sel.subject)
+            held = [v for v in held if v == subject]
+        if not held:
+            return None
+        # NULL subjects are never held: the comparison must be true or false, never unknown.
+        return sa.and_(subject_col.is_not(None), _in_list(subject_col, held))
+
     def _conditions(
         self, target: TableTarget, holds: HoldSet, only_subjects: frozenset[str] | None = None
     ) -> list[sa.ColumnElement[bool]]:
@@ -296,33 +361,42 @@ class DatabaseAdapter:
         if len(pk) != 1:
             raise TerminalError(f"table {t.name!r}: pseudonymising needs a single-column primary key")
         names = list(target.fields)
-        rows = conn.execute(sa.select(pk[0], *(t.c[n] for n in names)).where(*where)).all()
-        self.statements += 1
-        if not rows:
-            return 0
-        params = []
-        for row in rows:
-            values: dict[str, Any] = {"_pk": row[0]}
-            # bind names differ from column names: SQLAlchemy reserves those for SET
-            for i, name in enumerate(names):
-                rule, value = target.fields[name], row[i + 1]
-                if rule.strategy != "pseudonym":
-                    values[f"v_{name}"] = _replacement(rule)
-                elif value is None or str(value).startswith(PSEUDONYM_PREFIX):
-                    values[f"v_{name}"] = value
-                else:
-                    values[f"v_{name}"] = pseudonymise(
-                        target.pseudonym_key, str(value), namespace=f"{t.name}.{name}"
-                    )
-            params.append(values)
         stmt = (
             sa.update(t)
             .where(pk[0] == sa.bindparam("_pk"))
             .values({n: sa.bindparam(f"v_{n}") for n in names})
         )
-        conn.execute(stmt, params)
-        self.statements += 1
-        return len(params)
+        done = 0
+        last: Any = None
+        while True:
+            # In chunks of ``batch_size`` rows, so memory stays flat however many a range holds.
+            q = sa.select(pk[0], *(t.c[n] for n in names)).where(*where).order_by(pk[0])
+            if last is not None:
+                q = q.where(pk[0] > last)
+            rows = conn.execute(q.limit(self.batch_size)).all()
+            self.statements += 1
+            if not rows:
+                return done
+            conn.execute(stmt, [self._pseudonyms(t, target, names, row) for row in rows])
+            self.statements += 1
+            done += len(rows)
+            last = rows[-1][0]
+
+    @staticmethod
+    def _pseudonyms(t: sa.Table, target: TableTarget, names: Sequence[str], row: Any) -> dict[str, Any]:
+        """The UPDATE parameters of one row: its key and each field's new value."""
+        key = target.pseudonym_key or b""
+        values: dict[str, Any] = {"_pk": row[0]}
+        # bind names differ from column names: SQLAlchemy reserves those for SET
+        for i, name in enumerate(names):
+            rule, value = target.fields[name], row[i + 1]
+            if rule.strategy != "pseudonym":
+                values[f"v_{name}"] = _replacement(rule)
+            elif value is None or str(value).startswith(PSEUDONYM_PREFIX):
+                values[f"v_{name}"] = value
+            else:
+                values[f"v_{name}"] = pseudonymise(key, str(value), namespace=f"{t.name}.{name}")
+        return values
 
     def _count(self, target: TableTarget, conds: list[sa.ColumnElement[bool]]) -> int:
         rec = self.table(target.selection.table)
@@ -405,6 +479,25 @@ def _in_list(col: sa.Column[Any], values: Sequence[Any], *, negate: bool = False
         return col.op("NOT IN" if negate else "IN", is_comparison=True)(listed)
     param: sa.BindParameter[Any] = sa.bindparam(None, list(values), expanding=True, literal_execute=True)
     return col.not_in(param) if negate else col.in_(param)
+
+
+@dataclass
+class _RangeWalk:
+    """The ranges ``named`` yields: where the next one starts and how wide it is."""
+
+    lo: int
+    end: int
+    width: int
+    rows: int
+    """The rows a range should hold."""
+
+    def observe(self, rows: int) -> None:
+        """Size the next range from the rows this one held: at most 8 times wider or narrower."""
+        if rows <= 0:
+            self.width *= 8
+            return
+        wanted = self.width * self.rows // rows
+        self.width = max(1, self.width // 8, min(self.width * 8, wanted))
 
 
 def _fetch_keys(conn: Connection, query: sa.Select[Any]) -> list[Any]:
