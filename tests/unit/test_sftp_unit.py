@@ -159,3 +159,31 @@ def test_every_sftp_call_is_counted() -> None:
     with pytest.raises(UnknownLocationError):
         list(adapter.locate(_target("/srv/archive")))
     assert adapter.requests == 1
+
+
+class _NoCalls:
+    """A client that must not be used: any attribute access fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected client use: {name}")
+
+
+def test_named_renders_a_file_template_without_touching_the_client() -> None:
+    rows = [{"customer_id": "c1", "id": 1}, {"customer_id": None, "id": 2}, {"customer_id": 3, "id": 3}]
+    tgt = SftpTarget(
+        category="archive",
+        root="/srv/archive",
+        path_template="docs/{id}.txt",
+        records=lambda: iter([rows[:2], rows[2:]]),
+        subject_field="customer_id",
+    )
+    adapter = SftpAdapter(cast(paramiko.SFTPClient, _NoCalls()), batch_size=2)
+
+    batches = list(adapter.named(tgt))
+
+    assert [list(b.items) for b in batches] == [
+        [SftpItem("docs/1.txt", "c1"), SftpItem("docs/2.txt", None)],
+        [SftpItem("docs/3.txt", "3")],
+    ]
+    assert [list(b.keys) for b in batches] == [["docs/1.txt", "docs/2.txt"], ["docs/3.txt"]]
+    assert adapter.requests == 0

@@ -6,10 +6,12 @@ symlink on the way is never followed; the item is reported as failed (``symlink_
 so that the run fails loudly. An item that is itself a symlink is unlinked, never its target.
 
 Items are handled a batch at a time, one step after the other: the directories on the way
-(depth by depth, so nothing behind a symlink is ever looked at), then the items, then the
-removals, then the emptied directories. On a paramiko ``SFTPClient`` each step sends all its
-requests before reading the answers (SFTP numbers them), so a batch costs a few round trips
-instead of several per file; any other client is called one request at a time.
+(depth by depth, so nothing behind a symlink is ever looked at), then the removals, then the
+emptied directories. An item is not looked at before it is removed: ``remove`` is ``unlink``,
+which takes a symlink and not its target and refuses a directory, so only a refused removal
+is followed by a look (to tell a directory from a denial). On a paramiko ``SFTPClient`` each
+step sends all its requests before reading the answers (SFTP numbers them), so a batch costs
+a few round trips instead of several per file; any other client is called one request at a time.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ IS_DIRECTORY = "is_directory"
 LEGAL_HOLD = "legal_hold"
 _ERASED = "erased"
 _GONE = "gone"
+_NO_WAY = "no_way"
+"""Gone because a directory on its way is: nothing there, and no emptied directory to prune."""
 _IN_FLIGHT = 1000
 """Requests sent before their answers are read (a bounded burst: memory and server buffers)."""
 _COMMANDS = {"lstat": CMD_LSTAT, "remove": CMD_REMOVE, "rmdir": CMD_RMDIR}
@@ -116,6 +120,29 @@ class SftpAdapter:
         if items:
             yield _batch(items)
 
+    def named(self, target: SftpTarget) -> Iterator[Batch[SftpItem]]:
+        """Yield the items the target's records name, in batches of at most ``batch_size``, unlooked at.
+
+        ``erase`` looks anyway (every directory on the way, then the item, by removing it) and
+        copes with an item that is missing (not counted) or behind a symlink (failed), so
+        locating first would cost every file its look-ups twice. A file template sends no
+        request here; a directory template's files are known only by walking, so it is located.
+        """
+        if is_prefix(target.path_template):
+            yield from self.locate(target)
+            return
+        _root(target)
+        items: list[SftpItem] = []
+        for records in target.records():
+            for record in records:
+                path = render(target.path_template, record)
+                items.append(SftpItem(path, _subject(record, target.subject_field)))
+                if len(items) == self._batch_size:
+                    yield _batch(items)
+                    items = []
+        if items:
+            yield _batch(items)
+
     def erase(self, target: SftpTarget, batch: Batch[SftpItem]) -> EraseOutcome:
         """Remove the batch's files not held now, then the directories this left empty (never the root)."""
         root = self._checked_root(target)
@@ -131,6 +158,8 @@ class SftpAdapter:
         for item, result in zip(todo, self._erase_all(root, [i.path for i in todo]), strict=True):
             if result == _ERASED:
                 outcome.erased += 1
+            elif result == _NO_WAY:
+                continue
             elif result != _GONE:
                 outcome.failed += 1
                 if result not in outcome.errors:
@@ -207,35 +236,47 @@ class SftpAdapter:
                     yield child
 
     def _erase_all(self, root: str, paths: Sequence[str]) -> list[str]:
-        """Re-check and remove items: per path ``_ERASED``, ``_GONE`` (nothing there) or an error code."""
+        """Re-check the way and remove: per path ``_ERASED``, ``_GONE``, ``_NO_WAY`` or an error code."""
         results: dict[int, str] = {}
-        looked: list[int] = []
+        doomed: list[int] = []
         for n, (path, way) in enumerate(zip(paths, self._ways(root, paths, {}), strict=True)):
             if isinstance(way, OSError):
                 results[n] = _code(way)
             elif way is _Way.BLOCKED:
                 results[n] = SYMLINK_IN_PATH
-            elif way is _Way.MISSING or path.endswith("/"):
+            elif way is _Way.MISSING:
+                results[n] = _NO_WAY
+            elif path.endswith("/"):
                 # A blocked directory whose way is open again holds files this batch never located.
                 results[n] = _GONE
             else:
-                looked.append(n)
-        doomed: list[int] = []
-        for n, attrs in zip(
-            looked, self._many("lstat", [_join(root, paths[n]) for n in looked]), strict=True
-        ):
+                doomed.append(n)
+        results.update(zip(doomed, self._remove_all([_join(root, paths[n]) for n in doomed]), strict=True))
+        return [results[n] for n in range(len(paths))]
+
+    def _remove_all(self, paths: Sequence[str]) -> list[str]:
+        """Remove items not looked at: per path ``_ERASED``, ``_GONE`` or an error code.
+
+        ``remove`` is ``unlink``: a symlink item goes and its target stays; a directory is refused
+        (by Linux and the BSDs, even for root). Only a refusal is looked at, to report a
+        directory as such and anything else by the refusal's status.
+        """
+        results: list[str] = []
+        refused: list[tuple[int, OSError]] = []
+        for n, done in enumerate(self._many("remove", paths)):
+            if not isinstance(done, OSError):
+                results.append(_ERASED)
+            elif done.errno == errno.ENOENT:
+                results.append(_GONE)
+            else:
+                results.append(_code(done))
+                refused.append((n, done))
+        for (n, exc), attrs in zip(refused, self._many("lstat", [paths[n] for n, _ in refused]), strict=True):
             if isinstance(attrs, OSError):
-                results[n] = _failure(attrs)
+                results[n] = _GONE if attrs.errno == errno.ENOENT else _code(exc)
             elif attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
                 results[n] = IS_DIRECTORY
-            else:
-                doomed.append(n)
-        # remove() is unlink(): a symlink item goes, its target stays.
-        for n, done in zip(
-            doomed, self._many("remove", [_join(root, paths[n]) for n in doomed]), strict=True
-        ):
-            results[n] = _failure(done) if isinstance(done, OSError) else _ERASED
-        return [results[n] for n in range(len(paths))]
+        return results
 
     def _prune(self, root: str, emptied: set[str]) -> None:
         """Remove these directories and then their parents, deepest first, while empty; never the root."""
@@ -382,10 +423,6 @@ def _looked(answer: Any, gone: Any = _GONE) -> Any:
     if answer.errno == errno.ENOENT:
         return gone
     raise _terminal(answer, "lookup") from answer
-
-
-def _failure(exc: OSError) -> str:
-    return _GONE if exc.errno == errno.ENOENT else _code(exc)
 
 
 class _Answers:
