@@ -20,6 +20,7 @@ from harness.services import SftpServer
 from retention.adapters.base import EraseOutcome, HoldSet, HoldSource, RecordSource, VerifyOutcome, no_holds
 from retention.adapters.sftp import SftpAdapter, SftpTarget
 from retention.errors import TransientError, UnknownLocationError, UnsafeTargetError
+from tests.integration.archive_tree import snapshot, write
 
 Row = Mapping[str, Any]
 
@@ -41,29 +42,6 @@ def target(root: str, template: str, rows: Sequence[Row], holds: HoldSource = no
         subject_field="customer_id",
         holds=holds,
     )
-
-
-def write(root: str, rel: str, text: str | None = None) -> Path:
-    path = Path(root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rel if text is None else text)
-    return path
-
-
-def snapshot(top: str) -> dict[str, str]:
-    """Every entry under ``top``, links not followed: path -> ``dir``, ``link:<target>`` or the content."""
-    found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, top)
-            if os.path.islink(path):
-                found[rel] = "link:" + os.readlink(path)
-            elif os.path.isdir(path):
-                found[rel] = "dir"
-            else:
-                found[rel] = Path(path).read_text()
-    return found
 
 
 def erase_all(adapter: SftpAdapter, tgt: SftpTarget) -> EraseOutcome:

@@ -18,9 +18,10 @@ from typing import Any
 import paramiko
 import pytest
 
-from retention.adapters.base import EraseOutcome, HoldSet, HoldSource, VerifyOutcome, no_holds
+from retention.adapters.base import HoldSet, HoldSource, VerifyOutcome, no_holds
 from retention.adapters.sftp import SftpAdapter, SftpItem, SftpTarget
 from retention.errors import UnsafeTargetError
+from tests.integration.archive_tree import erase_via, snapshot, write
 
 Row = Mapping[str, Any]
 TEMPLATE = "docs/{customer_id}/{job}/{id}.txt"
@@ -41,39 +42,6 @@ def target(
         subject_field="customer_id",
         holds=holds,
     )
-
-
-def write(root: Path, rel: str, text: str | None = None) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rel if text is None else text)
-    return path
-
-
-def snapshot(top: Path) -> dict[str, str]:
-    """Every entry under ``top``, links not followed: path -> ``dir``, ``link:<target>`` or the content."""
-    found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, top)
-            if os.path.islink(path):
-                found[rel] = "link:" + os.readlink(path)
-            elif os.path.isdir(path):
-                found[rel] = "dir"
-            else:
-                found[rel] = Path(path).read_text()
-    return found
-
-
-def erase_via(adapter: SftpAdapter, tgt: SftpTarget, via: str) -> tuple[EraseOutcome, int, VerifyOutcome]:
-    """What the engine does (``named`` in a real run, ``locate`` before): erase each batch, then verify."""
-    outcome = EraseOutcome()
-    yielded = 0
-    for batch in getattr(adapter, via)(tgt):
-        yielded += batch.count
-        outcome.add(adapter.erase(tgt, batch))
-    return outcome, yielded, adapter.verify(tgt)
 
 
 def test_named_sends_no_request_and_yields_every_rendered_path(

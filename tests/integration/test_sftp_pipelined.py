@@ -15,8 +15,9 @@ from typing import Any, cast
 import paramiko
 import pytest
 
-from retention.adapters.base import EraseOutcome, HoldSet
+from retention.adapters.base import HoldSet
 from retention.adapters.sftp import SftpAdapter, SftpTarget
+from tests.integration.archive_tree import erase_via
 
 Row = Mapping[str, Any]
 
@@ -75,16 +76,6 @@ def snapshot(top: Path) -> set[str]:
     return found
 
 
-def run(adapter: SftpAdapter, tgt: SftpTarget, via: str) -> tuple[EraseOutcome, int, int]:
-    """``via`` ``locate`` (a dry run's way) or ``named`` (a real run's): erase each batch, then verify."""
-    outcome = EraseOutcome()
-    located = 0
-    for batch in getattr(adapter, via)(tgt):
-        located += batch.count
-        outcome.add(adapter.erase(tgt, batch))
-    return outcome, located, adapter.verify(tgt).remaining
-
-
 @pytest.mark.parametrize("via", ["locate", "named"])
 def test_pipelined_and_one_at_a_time_make_the_same_requests_and_leave_the_same_archive(
     sftp_client: paramiko.SFTPClient, archive_root: str, tmp_path: Path, via: str
@@ -99,11 +90,12 @@ def test_pipelined_and_one_at_a_time_make_the_same_requests_and_leave_the_same_a
 
     pipelined = SftpAdapter(sftp_client)
     single = SftpAdapter(cast(paramiko.SFTPClient, OneAtATime(sftp_client)))
-    result_a = run(pipelined, target(str(first), rows, holds), via)
-    result_b = run(single, target(str(second), rows, holds), via)
+    result_a = erase_via(pipelined, target(str(first), rows, holds), via)
+    result_b = erase_via(single, target(str(second), rows, holds), via)
 
     assert result_a == result_b
-    outcome, located, remaining = result_a
+    outcome, located, check = result_a
+    remaining = check.remaining
     written = [i for i in range(1300) if i % 97]
     directories = [i for i in written if i % 101 == 0]
     # Named items include the files never written: a held one is kept all the same (nothing to erase).
