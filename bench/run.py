@@ -28,6 +28,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -1071,6 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main()
     if args.scale <= 0:
         parser.error("--scale must be positive")
+    # Stopped with `kill`, unwind as for Ctrl-C: the services and the work directory go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="alleskar-bench-"))
     try:
         result = run_benchmark(args.scale, workdir)
