@@ -1,7 +1,9 @@
 """The accountability ledger: append-only and tamper-evident.
 
 Every planned, erased, kept or failed piece of work leaves one entry: counts, a digest
-of the keys touched, at most a pseudonym, never a list of items or personal data.
+of the keys touched (or, for a database batch named by a key range, of that range: its
+``planned`` entry has count 0 and ``detail.named_by = key_range``, and its outcome entry the
+rows it held), at most a pseudonym, never a list of items or personal data.
 
 Entries form a hash chain. Each entry's hash covers all its stored fields, including
 its sequence number, time and the previous entry's hash; a one-row *head* table holds
