@@ -171,3 +171,14 @@ def test_a_range_denser_than_its_estimate_is_pseudonymised_in_chunks(db: Engine)
         names = {k: name for k, name in c.execute(sa.text("SELECT k, name FROM rows"))}
     assert all(names[k].startswith("psn:") == (k in due) for k in keys)
     assert adapter.verify(t).remaining == 0
+
+
+def test_keys_at_the_ends_of_bigint_are_walked(db: Engine) -> None:
+    low, high = -(2**63), 2**63 - 1
+    keys = [low, low + 1, 0, high - 1, high]
+    rows = make_table(db, key_type=sa.BigInteger(), keys=keys)
+    due = {k for i, k in enumerate(keys) if i % 3 == 0}
+
+    erase_named(DatabaseAdapter(db, batch_size=1), target())
+
+    assert left(db, rows) == set(keys) - due

@@ -164,7 +164,8 @@ class DatabaseAdapter:
         while walk.lo < walk.end:
             lo, hi = walk.lo, min(walk.lo + walk.width, walk.end)
             text = f"{sel.table}.{sel.key} in ({lo}, {hi}]"
-            yield Batch(items=[(lo, hi)], keys=[], span=text, observe=walk.observe)
+            # The first range is open below: first - 1 may not fit the key's column type.
+            yield Batch(items=[(None if lo < first else lo, hi)], keys=[], span=text, observe=walk.observe)
             walk.lo = hi
 
     def erase(self, target: TableTarget, batch: Batch[KeyRange]) -> EraseOutcome:
