@@ -31,6 +31,13 @@ Bookkeeping Act, the privacy-request records themselves) with the law and the un
 verifies every store, records everything in the ledger, and writes an **erasure receipt**
 (JSON and Markdown, in S3 under the receipts prefix; the return value of `write_receipt`).
 
+**Flow**: `prepare_run` re-checks the params and validates the policies against the live
+schema → per category (mapped task group `category`): `plan` (what would be erased, and what
+the law keeps) → `erase_s3`, `erase_sftp` → `erase_databases`: every category's rows in policy
+order, each once its files are verified gone → `write_receipt` builds the receipt from the
+steps' results, stores it in S3 and references it from the ledger. No cap, no approval: the
+request itself is the decision.
+
 **Params** (checked before a run is created; an invalid value is refused by the form and the API):
 - `customer_id`: the internal customer id (digits only). Never an e-mail or a name.
 - `request_ref`: the privacy request's reference, e.g. `PR-2026-00042`.

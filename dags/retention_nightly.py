@@ -31,11 +31,12 @@ database, S3 (every version and delete marker) and the SFTP archive; then it loo
 prove the data is gone, and records every decision in the ledger (`retention_ledger`).
 
 **Flow**: `prepare_run` validates the policies against the live schema (an invalid set fails
-here, before anything is touched) → `plan` per category (counts only) → `route` → per category
-and store: `erase_s3`, `erase_sftp`, then `erase_database` (the database row is the index of the
-files, so it goes last and only when the files are verified) → categories over their
-blast-radius cap wait in `category.approve` → `finish_nightly` verifies the ledger's hash chain,
-writes the run summary (its return value, in XCom) and fails if any step is unproven.
+here, before anything is touched) and fixes the run's clock → per category (mapped task group
+`category`): `plan` (counts only) → `approve` (asks a human only when the plan is over the
+category's blast-radius cap) → `erase_s3`, `erase_sftp` → `erase_databases`: every category's
+rows in policy order (`after`), each only once its files are verified gone (the row is the
+index of the files) → `finish_nightly` records the approvals, verifies the ledger's hash
+chain, writes the run summary (its return value, in XCom) and fails if any step is unproven.
 
 **Params**: `dry_run` (plan and count only; nothing is erased or recorded) and `as_of`
 (evaluate retention at an earlier moment; a time in the future is refused).
@@ -48,16 +49,19 @@ writes the run summary (its return value, in XCom) and fails if any step is unpr
   the ledger has the counts and error codes. Fix the cause (permissions, object lock) and clear.
 - `PolicyError` / `UnknownLocationError`: a policy names something that does not exist.
   Fix the policy file (the message names file and field) and trigger a new run.
-- `erase_database` failing with "not verified in this run": the S3/SFTP step of the same
-  category failed first; fix and clear that one (with downstream).
+- `erase_databases` says "SUMMARY ... not erased now: s3 step not verified" for a category:
+  its S3 or SFTP step failed first, so its rows stay as the index of its files. Fix that step
+  and clear it with downstream; other categories' rows were erased as usual (those that run
+  `after` it wait with it).
 
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
 `category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is
 recorded in the ledger; categories that run `after` it wait for the next night too; the next
-run asks again. If the volume is expected (a new policy,
-a backlog), approve; if not, reject and investigate the data before the next night.
-Unanswered requests time out after 12 hours (nothing erased).
+run asks again. If the volume is expected (a new policy, a backlog), approve; if not, reject
+and investigate the data before the next night. Unanswered requests time out after 12 hours
+(nothing erased). While a request waits, `erase_databases` waits too (for every category:
+files are erased, rows follow after the answer), so answer it the same morning.
 """
 
 

@@ -61,3 +61,46 @@ def test_the_check_catches_broken_empty_and_undocumented_files(tmp_path: Path) -
         "helpers.py: defines no DAG",
         "undocumented: doc_md is not set",
     ]
+
+
+def doc_drift(folder: Path) -> list[str]:
+    """Names in a DAG's ``doc_md`` (in backticks) that are none of its tasks, groups, params, param
+    values, policy fields or the ledger asset; and tasks its ``doc_md`` does not name."""
+    import re
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from retention.policy import Policy
+    from retention_airflow.tasks import LEDGER_ASSET
+
+    problems = []
+    for dag_id, dag in sorted(DagBag(dag_folder=str(folder)).dags.items()):
+        named = set(re.findall(r"`([a-z][a-z0-9_.]*)`", dag.doc_md or ""))
+        tasks = {t.task_id for t in dag.tasks}
+        known = tasks | {part for t in tasks for part in t.split(".")} | set(dag.params.keys())
+        for param in dag.params.values():
+            known |= {str(v) for v in (param.schema or {}).get("enum") or ()}
+        known |= set(Policy.model_fields) | {LEDGER_ASSET.name}
+        problems += [f"{dag_id}: doc_md names `{n}`, which is not in the DAG" for n in sorted(named - known)]
+        problems += [
+            f"{dag_id}: doc_md does not name task {t}"
+            for t in sorted(tasks)
+            if t not in named and t.split(".")[-1] not in named
+        ]
+    return problems
+
+
+def test_each_dag_doc_names_its_tasks_and_nothing_that_is_not_there() -> None:
+    assert doc_drift(DAGS) == []
+
+
+def test_the_doc_check_catches_a_renamed_task_and_an_unnamed_one(tmp_path: Path) -> None:
+    (tmp_path / "documented.py").write_text(
+        _DOCUMENTED.replace('doc_md="Says what it does."', 'doc_md="Runs `noop`, then `route`."')
+    )
+    (tmp_path / "silent.py").write_text(_DOCUMENTED.replace("documented", "silent"))
+
+    assert doc_drift(tmp_path) == [
+        "documented: doc_md names `route`, which is not in the DAG",
+        "silent: doc_md does not name task noop",
+    ]
