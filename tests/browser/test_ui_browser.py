@@ -15,7 +15,8 @@ import httpx
 
 from retention.engine import run_all
 from retention.ledger import Ledger
-from tests.browser.conftest import REPO, AirflowServer, ledger_conn_json
+from tests.browser.conftest import REPO, ledger_conn_json
+from tests.integration.api_server import ApiServer
 from tests.integration.conftest import WorldEnv
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -36,7 +37,7 @@ def _signed(secret: str) -> str:
     return str(generator.generate({"sub": "admin", "role": "ADMIN"}))
 
 
-def _log_in(page: Any, server: AirflowServer) -> None:
+def _log_in(page: Any, server: ApiServer) -> None:
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", server.password)
     page.click("button[type=submit]")

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,12 @@ ADMIN = "admin"
 
 @dataclass(frozen=True)
 class ApiServer:
-    """A running API server: its base URL, the admin's password and its log file."""
+    """A running API server: its base URL, the admin's password, its log file and JWT secret."""
 
     url: str
     password: str
     log: Path
+    jwt_secret: str
 
     def token(self) -> str:
         """A JWT for the admin user from the simple auth manager's ``/auth/token``."""
@@ -75,25 +76,33 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT)
 
 
-@contextmanager
-def api_server(home: Path) -> Iterator[ApiServer]:
-    """Start ``airflow api-server`` on the already migrated metadata DB of ``home``; stop it on exit."""
-    port = free_port()
-    url = f"http://{LOOPBACK}:{port}"
+def airflow_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for an ``airflow`` command in ``home``, with ``extra`` on top."""
     env = dict(os.environ)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            # the api-server starts `airflow` subprocesses (its workers) by name
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW__API__HOST": LOOPBACK,
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-        }
-    )
+    env["AIRFLOW_HOME"] = str(home)
+    # the api-server starts `airflow` subprocesses (its workers) by name
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def api_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[ApiServer]:
+    """Start ``airflow api-server`` on the already migrated metadata DB of ``home``; stop it on exit.
+
+    ``extra_env`` is added to the server's environment (folders, connections, settings).
+    """
+    port, secret = free_port(), secrets.token_urlsafe(64)
+    url = f"http://{LOOPBACK}:{port}"
+    server = {
+        "AIRFLOW__API__HOST": LOOPBACK,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+    }
+    env = airflow_env(home, {**(extra_env or {}), **server})
     log = home / f"api-server-{port}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -113,7 +122,7 @@ def api_server(home: Path) -> Iterator[ApiServer]:
                 )
             time.sleep(0.5)
         passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-        yield ApiServer(url, passwords[ADMIN], log)
+        yield ApiServer(url, passwords[ADMIN], log, secret)
     finally:
         _stop(proc)
 
