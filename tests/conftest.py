@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,6 @@ from harness.services import (
     PostgresServer,
     S3Server,
     SftpServer,
-    log_tail,
     start_postgres,
     start_s3,
     start_sftp,
@@ -132,15 +129,7 @@ def archive_root(sftp_server: SftpServer) -> str:
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Migrate Airflow's metadata DB (SQLite in the temp ``AIRFLOW_HOME``) once; return ``AIRFLOW_HOME``."""
-    log = AIRFLOW_HOME / "db-migrate.log"
-    with log.open("wb") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
-        )
-    if result.returncode != 0:
-        pytest.fail(f"airflow db migrate exited with code {result.returncode}:\n{log_tail(log)}")
+    from tests.integration.api_server import migrate
+
+    migrate(AIRFLOW_HOME)
     return AIRFLOW_HOME

@@ -9,8 +9,6 @@ a test fails. Chromium is Debian's (``apt-get install chromium``), never a downl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.services import log_tail
-from tests.integration.api_server import ApiServer, airflow_env, api_server
+from tests.integration.api_server import ApiServer, airflow_env, api_server, migrate
 from tests.integration.conftest import WorldEnv, world_env  # noqa: F401 - the reference world fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,18 +60,7 @@ def airflow_server_for(tmp_path: Path) -> Iterator[Any]:
             home = next(homes)
             home.mkdir(parents=True)
             settings = _settings(home, ledger_conn)
-            log = home / "db-migrate.log"
-            with log.open("ab") as out:
-                migrate = subprocess.run(
-                    [sys.executable, "-m", "airflow", "db", "migrate"],
-                    env=airflow_env(home, settings),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=300,
-                    check=False,
-                )
-            if migrate.returncode != 0:
-                pytest.fail(f"airflow db migrate exited with {migrate.returncode}:\n{log_tail(log)}")
+            migrate(home, airflow_env(home, settings))
             return servers.enter_context(api_server(home, settings))
 
         yield start

@@ -86,6 +86,22 @@ def airflow_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
+def migrate(home: Path, env: Mapping[str, str] | None = None) -> None:
+    """``airflow db migrate`` for ``home`` (with ``env``, else this process's environment); fail loudly."""
+    log = home / "db-migrate.log"
+    with log.open("ab") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=None if env is None else dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=False,
+        )
+    if result.returncode != 0:
+        pytest.fail(f"airflow db migrate exited with code {result.returncode}:\n{log_tail(log)}")
+
+
 @contextmanager
 def api_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[ApiServer]:
     """Start ``airflow api-server`` on the already migrated metadata DB of ``home``; stop it on exit.
