@@ -313,21 +313,29 @@ def test_a_listing_larger_than_a_batch_is_paged_and_erased_completely(s3_client:
 def test_request_count_for_erasing_n_objects_with_two_versions_each(s3_client: Any, s3_bucket: str) -> None:
     n = 600
     for i in range(n):
-        put_versions(s3_client, s3_bucket, f"docs/{i}.txt", 2)
-    t = target(
-        s3_bucket, "docs/{id}.txt", [{"id": i, "customer_id": f"c{i}"} for i in range(n)], batch_size=250
-    )
-    adapter = S3Adapter(s3_client)
-
-    outcome = run(adapter, t)
-    erase_requests = adapter.requests
-    assert adapter.verify(t).remaining == 0
-
-    assert (outcome.erased, outcome.failed) == (2 * n, 0)
+        put_versions(s3_client, s3_bucket, f"docs/{i:04d}.txt", 2)
+    records = [{"id": f"{i:04d}", "customer_id": f"c{i}"} for i in range(n)]
     deletes = math.ceil(2 * n / MAX_BATCH)
-    # HeadBucket + a listing per record + GetObjectLockConfiguration + DeleteObjects; verify lists again
+
+    # One record batch: one shared listing of "docs/0" (1,200 versions: two pages).
+    shared = S3Adapter(s3_client)
+    t = target(s3_bucket, "docs/{id}.txt", records, batch_size=n)
+    outcome = run(shared, t)
+    erase_requests = shared.requests
+    assert shared.verify(t).remaining == 0
+    assert (outcome.erased, outcome.failed) == (2 * n, 0)
+    # HeadBucket + two listing pages + GetObjectLockConfiguration + DeleteObjects; verify lists once
+    assert erase_requests == 1 + 2 + 1 + deletes
+    assert shared.requests == erase_requests + 1
+
+    # Listed key by key (what a batch of one key gets): a listing per record, each way.
+    for i in range(n):
+        put_versions(s3_client, s3_bucket, f"docs/{i:04d}.txt", 2)
+    each = S3Adapter(s3_client, shared_listing_from=n + 1)
+    outcome = run(each, t)
+    erase_requests = each.requests
+    assert each.verify(t).remaining == 0
+    assert (outcome.erased, outcome.failed) == (2 * n, 0)
     assert erase_requests == 1 + n + 1 + deletes
-    assert adapter.requests == erase_requests + n
-    print(
-        f"\nS3 requests for {n} objects x 2 versions: erase {erase_requests}, with verify {adapter.requests}"
-    )
+    assert each.requests == erase_requests + n
+    print(f"\nS3 requests for {n} objects x 2 versions: shared {shared.requests}, per key {each.requests}")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from retention.adapters.base import EraseOutcome, Record
-from retention.adapters.s3 import MAX_BATCH, SHARED_LISTING_FROM, S3Adapter, S3Target
+from retention.adapters.s3 import MAX_BATCH, S3Adapter, S3Target
 
 
 def stored(client: Any, bucket: str) -> set[tuple[str, str]]:
@@ -35,7 +35,7 @@ def one_batch(bucket: str, template: str, records: Sequence[Record]) -> S3Target
 def test_a_batch_of_many_keys_is_listed_once_and_erased_in_full_batches(
     s3_client: Any, s3_bucket: str
 ) -> None:
-    objects = 2 * SHARED_LISTING_FROM + 100
+    objects = 2 * MAX_BATCH + 100
 
     def put(i: int) -> None:
         for v in range(2):

@@ -142,12 +142,24 @@ def test_a_large_batch_is_listed_once_through_its_common_prefix() -> None:
 
 def test_below_the_threshold_each_key_keeps_its_own_listing() -> None:
     s3, records, kept = dense_world(600)
-    adapter = S3Adapter(s3)
+    adapter = S3Adapter(s3, shared_listing_from=len(records) + 1)
 
     outcome = erase_all(adapter, target("docs/{id}.txt", records))
 
     assert (outcome.erased, s3.stored()) == (600, kept)
     assert s3.calls["list_object_versions"] == len(records)
+
+
+def test_by_default_two_keys_share_a_listing_and_one_key_has_its_own() -> None:
+    s3, records, kept = dense_world(600)
+    adapter = S3Adapter(s3)
+
+    outcome = erase_all(adapter, target("docs/{id}.txt", records[:2]))
+    assert outcome.erased == 4
+    assert s3.calls["list_object_versions"] == 1, "one listing for a batch of two keys"
+    outcome = erase_all(adapter, target("docs/{id}.txt", records[2:], batch_size=1))
+    assert (outcome.erased, s3.stored()) == (596, kept)
+    assert s3.calls["list_object_versions"] == 1 + len(records) - 2, "batches of one key: one listing each"
 
 
 def test_a_page_boundary_inside_a_key_loses_no_version_or_delete_marker() -> None:

@@ -7,12 +7,12 @@ id, so nothing of the object survives in the bucket's history. Versions of held
 subjects or under held prefixes, and versions protected by S3 Object Lock, are
 kept and reported. Every API call is counted in ``requests``.
 
-Listing: a batch of records naming fewer than ``shared_listing_from`` keys (or prefixes) is
-served by one ListObjectVersions listing per key. A batch naming more is served by a single
-listing of their common prefix that stops after the last of them, because listing each key of
-a large batch costs a request per key where the shared listing costs a request per 1,000
-versions. Should the shared listing turn out sparse (more pages than keys it has passed),
-the rest of the batch goes back to one listing per key.
+Listing: a batch of records naming two or more keys (or prefixes) is served by a single
+listing of their common prefix that stops after the last of them, because listing each key
+costs a request per key where the shared listing costs a request per 1,000 versions. Should
+the shared listing turn out sparse (more pages than keys it has passed), the rest of the
+batch goes back to one ListObjectVersions listing per key, so it never costs much more than
+those would have. A batch naming one key is listed by that key.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ from retention.paths import is_prefix, render
 MAX_BATCH = 1000
 """Versions per batch, and keys per DeleteObjects request (the S3 maximum)."""
 
-SHARED_LISTING_FROM = MAX_BATCH
-"""Keys (or prefixes) a record batch must name before they are listed through their common prefix."""
+SHARED_LISTING_FROM = 2
+"""Keys (or prefixes) a record batch must name before they are listed through their common prefix.
+
+Two: the sparse fallback bounds what a shared listing can cost, so there is no batch too small
+to try it (a customer's few documents are one request, not one each)."""
 
 _THROTTLING = frozenset(
     {
