@@ -127,19 +127,6 @@ class StoreAdapter(Protocol[TargetT]):
         ...
 
 
-class NamingAdapter(StoreAdapter[TargetT], Protocol[TargetT]):
-    """An adapter that can also name a real run's batches without looking in the store first.
-
-    ``erase`` looks anyway (it re-applies the selection and the holds, and reports what was
-    not there), so a real run that first located every item would read each one twice. The
-    engine uses ``named`` in real runs and ``locate`` in dry runs, which must count what exists.
-    """
-
-    def named(self, target: TargetT) -> Iterator[Batch[Any]]:
-        """Yield batches of what the target's index names (keys, paths or key ranges); touch nothing."""
-        ...
-
-
 class KeyDigest:
     """SHA-256 over item keys in the order seen: a fingerprint of what was touched."""
 
