@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from harness.world import NOW, World, WorldSize, generate
 from retention.adapters.database import DatabaseAdapter
@@ -83,3 +83,14 @@ def world_env(
     yield WorldEnv(
         world, fresh_db, s3_client, s3_bucket, sftp_client, archive_root, load_policies(POLICY_DIR)
     )
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty business database: a fresh PostgreSQL database, or a SQLite file (the demo's)."""
+    if request.param == "postgresql":
+        engine: Engine = request.getfixturevalue("fresh_db")
+    else:
+        engine = create_engine(f"sqlite:///{tmp_path / 'business.db'}")
+    yield engine
+    engine.dispose()

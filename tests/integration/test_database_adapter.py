@@ -6,9 +6,7 @@ schema a policy describes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -70,15 +68,10 @@ def populate(engine: Engine) -> None:
         c.execute(notes.insert(), [{"nid": i, "person_fk": i, "body": f"note {i}"} for i in range(1, N + 1)])
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("fresh_db")
-    else:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'business.db'}")
-    populate(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def db(empty_db: Engine) -> Engine:
+    populate(empty_db)
+    return empty_db
 
 
 def due_selection(**kw: object) -> RowSelection:

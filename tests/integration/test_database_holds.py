@@ -7,9 +7,7 @@ back in key order; none of this may change which rows are erased or kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,15 +52,10 @@ def populate(engine: Engine) -> None:
         c.execute(items.insert(), rows)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("fresh_db")
-    else:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'holds.db'}")
-    populate(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def db(empty_db: Engine) -> Engine:
+    populate(empty_db)
+    return empty_db
 
 
 def selection(subject_column: str = "owner", **kw: Any) -> RowSelection:
@@ -175,17 +168,11 @@ def test_a_subject_selection_carries_only_that_subjects_hold(db: Engine, subject
     assert max(len(s) for s in statements) < 2000
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(empty_db: Engine) -> None:
     """PostgreSQL reads the holds in force as two arrays; what is in force must not depend on it."""
     from retention.holds import HoldRegistry
 
-    if backend == "postgresql":
-        engine: Engine = request.getfixturevalue("fresh_db")
-    else:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'holds.db'}")
+    engine = empty_db
     registry = HoldRegistry(engine)
     registry.ensure_schema()
     day = timedelta(days=1)

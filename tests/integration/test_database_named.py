@@ -7,9 +7,7 @@ on SQLite, with dense, sparse and non-integer keys, and a hold that arrives mid-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -47,14 +45,9 @@ def make_table(engine: Engine, *, key_type: sa.types.TypeEngine[object], keys: l
     return rows
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("fresh_db")
-    else:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'business.db'}")
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def db(empty_db: Engine) -> Engine:
+    return empty_db
 
 
 def target(holds: dict[str, HoldSet] | None = None) -> TableTarget:

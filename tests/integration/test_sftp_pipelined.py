@@ -17,7 +17,7 @@ import pytest
 
 from retention.adapters.base import HoldSet
 from retention.adapters.sftp import SftpAdapter, SftpTarget
-from tests.integration.archive_tree import erase_via
+from tests.integration.archive_tree import erase_via, snapshot
 
 Row = Mapping[str, Any]
 
@@ -66,14 +66,6 @@ def build(root: Path, outside: Path) -> list[Row]:
     os.symlink(outside, root / "docs/c7/linked")
     rows.append({"customer_id": "c7", "job": "linked", "id": 1})
     return rows
-
-
-def snapshot(top: Path) -> set[str]:
-    found: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            found.add(os.path.relpath(os.path.join(dirpath, name), top))
-    return found
 
 
 @pytest.mark.parametrize("via", ["locate", "named"])
