@@ -29,15 +29,15 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install -r requirements-dev.txt -c constraints.txt
 	touch $@
 
-test: system-deps venv ## Run the whole test suite against real local services
+test: system-deps venv lint ## Lint (ruff, strict mypy), then the whole test suite against real local services
 	$(PY) -m pytest
 
 validate: venv ## Validate the policies (DATABASE_URL=... also checks tables and columns)
 	PYTHONPATH=plugins $(PY) -m retention.cli validate include/retention_policies $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)")
 
-lint: venv ## ruff over the repository, strict mypy over plugins/retention
+lint: venv ## ruff over the repository, strict mypy over both packages under plugins/
 	$(PY) -m ruff check .
-	$(PY) -m mypy -p retention
+	$(PY) -m mypy -p retention -p retention_airflow
 
 demo: system-deps venv ## Run the demo: services, a small world, Airflow on localhost, both DAGs, a summary (Ctrl-C or make demo-stop ends it)
 	$(PY) -m harness.demo start $(DEMO_ARGS)

@@ -8,13 +8,14 @@ import pendulum
 from airflow.sdk import Param, XComArg, dag, task_group
 
 from retention.params import CUSTOMER_ID_SCHEMA, REASON_SCHEMA, REQUEST_REF_SCHEMA
+from retention.stores import FILE_STORES
 from retention_airflow.notify import RetentionAlert
 from retention_airflow.tasks import (
+    FILE_STORE_POOLS,
     GROUP,
-    POOL_S3,
-    POOL_SFTP,
     erase_databases,
     erase_store,
+    erase_task_id,
     plan,
     prepare_run,
     write_receipt,
@@ -33,7 +34,9 @@ verifies every store, records everything in the ledger, and writes an **erasure 
 
 **Flow**: `prepare_run` re-checks the params and validates the policies against the live
 schema → per category (mapped task group `category`): `plan` (what would be erased, and what
-the law keeps) → `erase_s3`, `erase_sftp` → `erase_databases`: every category's rows in policy
+the law keeps) → `erase_s3`, `erase_sftp`, `erase_filesystem`
+(one task per file store; a category's task for a store it does not use does nothing) →
+`erase_databases`: every category's rows in policy
 order, each once its files are verified gone → `write_receipt` builds the receipt from the
 steps' results, stores it in S3 and references it from the ledger. No cap, no approval: the
 request itself is the decision.
@@ -85,10 +88,13 @@ def customer_erasure() -> None:
 
     @task_group(group_id=GROUP)
     def per_category(category: str) -> None:
-        planned = plan(run, category)
-        s3 = erase_store.override(task_id="erase_s3", pool=POOL_S3)(run, category, "s3")
-        sftp = erase_store.override(task_id="erase_sftp", pool=POOL_SFTP)(run, category, "sftp")
-        planned >> [s3, sftp]
+        erase = [
+            erase_store.override(task_id=erase_task_id(store), pool=FILE_STORE_POOLS[store])(
+                run, category, store
+            )
+            for store in FILE_STORES
+        ]
+        plan(run, category) >> erase
 
     files = per_category.expand(category=categories)
     files >> erase_databases(run, categories) >> write_receipt(run, categories)

@@ -9,14 +9,15 @@ from airflow.sdk import Param, XComArg, dag, task_group
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retention.params import AS_OF_SCHEMA
+from retention.stores import FILE_STORES
 from retention_airflow.notify import RetentionAlert
 from retention_airflow.tasks import (
+    FILE_STORE_POOLS,
     GROUP,
-    POOL_S3,
-    POOL_SFTP,
     CapApprovalOperator,
     erase_databases,
     erase_store,
+    erase_task_id,
     finish_nightly,
     plan,
     prepare_run,
@@ -33,7 +34,9 @@ prove the data is gone, and records every decision in the ledger (`retention_led
 **Flow**: `prepare_run` validates the policies against the live schema (an invalid set fails
 here, before anything is touched) and fixes the run's clock → per category (mapped task group
 `category`): `plan` (counts only) → `approve` (asks a human only when the plan is over the
-category's blast-radius cap) → `erase_s3`, `erase_sftp` → `erase_databases`: every category's
+category's blast-radius cap) → `erase_s3`, `erase_sftp`, `erase_filesystem`
+(one task per file store; a category's task for a store it does not use does nothing) →
+`erase_databases`: every category's
 rows in policy order (`after`), each only once its files are verified gone (the row is the
 index of the files) → `finish_nightly` records the approvals, verifies the ledger's hash
 chain, writes the run summary (its return value, in XCom) and fails if any step is unproven.
@@ -94,9 +97,13 @@ def retention_nightly() -> None:
     @task_group(group_id=GROUP)
     def per_category(category: str) -> None:
         approve = CapApprovalOperator(task_id="approve", response_timeout=timedelta(hours=12), retries=0)
-        s3 = erase_store.override(task_id="erase_s3", pool=POOL_S3)(run, category, "s3")
-        sftp = erase_store.override(task_id="erase_sftp", pool=POOL_SFTP)(run, category, "sftp")
-        plan(run, category) >> approve >> [s3, sftp]
+        erase = [
+            erase_store.override(task_id=erase_task_id(store), pool=FILE_STORE_POOLS[store])(
+                run, category, store
+            )
+            for store in FILE_STORES
+        ]
+        plan(run, category) >> approve >> erase
 
     files = per_category.expand(category=categories)
     files >> erase_databases(run, categories) >> finish_nightly(run, categories)

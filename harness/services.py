@@ -3,13 +3,13 @@
 Each ``start_*`` function launches one service on 127.0.0.1 on a free port, waits (at most
 ``READY_TIMEOUT`` seconds) until it answers, and returns a handle that is also a context
 manager. Every server process runs in its own process group and is killed on ``stop()``,
-on leaving the ``with`` block and at interpreter exit. A service that cannot start raises
-``RuntimeError`` naming the service and quoting the tail of its log.
+on leaving the ``with`` block and at interpreter exit (``harness.server_process``). A service
+that cannot start raises ``RuntimeError`` naming the service and quoting the tail of its log.
+Clients on them outside Airflow come from ``harness.clients``.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import http.client
 import json
@@ -22,41 +22,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any
 
-import boto3
 import psycopg
 from psycopg import sql
 
-LOOPBACK = "127.0.0.1"
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
+from harness.clients import S3_KEY, S3_REGION, SftpSpec, s3_client
+from harness.server_process import LOOPBACK, READY_TIMEOUT, STOP_TIMEOUT, ServerProcess, started
+
 SSHD = "/usr/sbin/sshd"
-S3_KEY = "testing"
-S3_REGION = "eu-north-1"
 MAIN_DATABASE = "alleskar"
 
 _DB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_LIVE: set[_Service] = set()
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def log_tail(path: Path, lines: int = 25) -> str:
-    """Return the last ``lines`` lines of a log file, or a note that there is none."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log written)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def generate_ed25519_key(path: Path) -> str:
@@ -73,123 +51,6 @@ def generate_ed25519_key(path: Path) -> str:
     return f"{kind} {blob}"
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses; the parent pid follows the last ')'.
-        ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _stop_all() -> None:
-    for service in list(_LIVE):
-        service.stop()
-
-
-atexit.register(_stop_all)
-
-
-class _Service:
-    """One server process in its own process group, logging to a file in its own directory."""
-
-    def __init__(self, name: str, workdir: Path, port: int | None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)).resolve()
-        self.log_path = self.dir / f"{name}.log"
-        self.port = port or free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self) -> None:
-        """Stop the server and everything it started; safe to call twice."""
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is not None:
-            self._shutdown(proc)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def _launch(self, argv: list[str], *, user: str | None = None, env: dict[str, str] | None = None) -> None:
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                user=user,
-                group=user,
-                extra_groups=[] if user else None,
-                env=env,
-            )
-        _LIVE.add(self)
-        self._wait_ready(self._proc)
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._fail(f"the process exited with code {code}")
-            if self._ready():
-                return
-            if time.monotonic() > deadline:
-                self._fail(f"no answer within {READY_TIMEOUT:.0f} s")
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
-        raise NotImplementedError
-
-    def _fail(self, reason: str) -> NoReturn:
-        self.stop()
-        raise RuntimeError(
-            f"{self.name} did not start on {LOOPBACK}:{self.port}: {reason}. "
-            f"Last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-        )
-
-    def _shutdown(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.returncode is not None:
-            return  # already reaped: its pid may belong to someone else by now
-        # Children that called setsid() (sshd sessions, PostgreSQL backends) escape killpg, so they are
-        # looked up while the group is frozen and cannot fork any more.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGSTOP)
-        stragglers = _descendants(proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in stragglers:
-            _kill(pid)
-        proc.wait(STOP_TIMEOUT)
-
-
 def _postgres_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if not found:
@@ -197,7 +58,7 @@ def _postgres_bin() -> Path:
     return found[-1].parent
 
 
-class PostgresServer(_Service):
+class PostgresServer(ServerProcess):
     """A throw-away PostgreSQL cluster on 127.0.0.1 with trust auth and a database ``alleskar``."""
 
     def __init__(self, workdir: Path, *, fast: bool, port: int | None) -> None:
@@ -222,13 +83,13 @@ class PostgresServer(_Service):
 
     def create_database(self, name: str) -> str:
         """Create an empty database ``name`` (lowercase identifier) and return its SQLAlchemy URL."""
-        self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_checked_db_name(name))))
+        self.admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_checked_db_name(name))))
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
         """Drop database ``name`` if it exists, disconnecting its sessions."""
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        self._admin(drop.format(sql.Identifier(_checked_db_name(name))))
+        self.admin(drop.format(sql.Identifier(_checked_db_name(name))))
 
     def airflow_conn_json(self) -> str:
         """The ``alleskar`` database as an Airflow connection in JSON form (``AIRFLOW_CONN_BUSINESS_DB``)."""
@@ -292,12 +153,13 @@ class PostgresServer(_Service):
         if [line.strip() for line in status] != ["ready"]:
             return False
         try:
-            self._admin(sql.SQL("SELECT 1"))
+            self.admin(sql.SQL("SELECT 1"))
         except psycopg.OperationalError:
             return False
         return True
 
-    def _admin(self, statement: sql.SQL | sql.Composed) -> None:
+    def admin(self, statement: sql.SQL | sql.Composed) -> None:
+        """Run one statement as the superuser on database ``postgres``, in autocommit."""
         conninfo = f"host={LOOPBACK} port={self.port} user=postgres dbname=postgres connect_timeout=2"
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(statement)
@@ -325,15 +187,10 @@ def _pwd_ids(user: str) -> tuple[int, int]:
 def start_postgres(workdir: Path, *, fast: bool = True, port: int | None = None) -> PostgresServer:
     """Start a throw-away PostgreSQL cluster with database ``alleskar``; ``fast`` turns durability off."""
     server = PostgresServer(workdir, fast=fast, port=port)
-    try:
-        server._start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server, server._start)
 
 
-class S3Server(_Service):
+class S3Server(ServerProcess):
     """moto's S3 server mode as a subprocess on 127.0.0.1; credentials ``testing``/``testing``."""
 
     def __init__(self, workdir: Path, port: int | None) -> None:
@@ -346,13 +203,7 @@ class S3Server(_Service):
 
     def client(self) -> Any:
         """A plain boto3 S3 client for this server (not through Airflow)."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=S3_KEY,
-            aws_secret_access_key=S3_KEY,
-            region_name=S3_REGION,
-        )
+        return s3_client(self.endpoint_url)
 
     def create_bucket(self, name: str, *, versioned: bool = True, object_lock: bool = False) -> str:
         """Create bucket ``name`` (object lock implies versioning) and return its name."""
@@ -390,12 +241,7 @@ class S3Server(_Service):
 def start_s3(workdir: Path, *, port: int | None = None) -> S3Server:
     """Start moto's S3 server on 127.0.0.1; its log goes to workdir."""
     server = S3Server(workdir, port)
-    try:
-        server._start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server, server._start)
 
 
 _SSHD_CONFIG = """\
@@ -414,7 +260,7 @@ Subsystem sftp internal-sftp
 """
 
 
-class SftpServer(_Service):
+class SftpServer(ServerProcess):
     """OpenSSH ``sshd`` as root on 127.0.0.1 with its own ed25519 host key and one client key."""
 
     host = LOOPBACK
@@ -448,6 +294,11 @@ class SftpServer(_Service):
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
         self._launch([SSHD, "-D", "-e", "-f", str(self._config)])
 
+    @property
+    def spec(self) -> SftpSpec:
+        """How to reach this server outside Airflow, host key pinned (``harness.clients.sftp_session``)."""
+        return SftpSpec(self.host, self.port, self.login, str(self.client_key_path), self.host_key_line)
+
     def airflow_conn_json(self, host_key_line: str | None = None) -> str:
         """This server as an Airflow ``sftp`` connection that checks the host key (``AIRFLOW_CONN_...``).
 
@@ -474,9 +325,4 @@ class SftpServer(_Service):
 def start_sftp(workdir: Path, *, port: int | None = None) -> SftpServer:
     """Start an SFTP server (OpenSSH) on 127.0.0.1 with fresh keys and an archive root in workdir."""
     server = SftpServer(workdir, port)
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server, server.start)

@@ -1,8 +1,15 @@
 """Command line: ``python -m retention.cli validate [FOLDER] [--database-url URL]``.
 
 Checks a folder of policies (strict model, order, templates) and, given a database URL,
-every table and column they name against the live schema. Prints one line per policy,
+every table, column, key and relation they name against the live schema (and that no delete
+cascades into a table no policy names). Prints one line per policy,
 or the problem naming file and field; exits 0 when valid, 2 otherwise.
+
+``python -m retention.cli hold add|release|list|check --database-url URL ...`` manages the
+legal-hold registry (``retention.holds``) in the ledger database, checking each hold as a
+run would: the subject against the customer-id format, the category against the policy set,
+the prefix as a clean relative path. Subjects and prefixes are printed only when asked
+(``--show-subjects``); a refusal names the problem, never the value, and exits 2.
 """
 
 from __future__ import annotations
@@ -10,9 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from retention.errors import RetentionError
+from retention.errors import RetentionError, TerminalError
 from retention.policy import PolicySet, check_against_schema, load_policies
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
@@ -24,11 +33,11 @@ def validate(folder: Path, database_url: str | None) -> PolicySet:
     if database_url:
         import sqlalchemy as sa
 
-        from retention.adapters.database import reflect_columns
+        from retention.adapters.database import reflect_schema
 
         engine = sa.create_engine(database_url)
         try:
-            check_against_schema(policies, reflect_columns(engine))
+            check_against_schema(policies, reflect_schema(engine))
         finally:
             engine.dispose()
     return policies
@@ -40,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("validate", help="validate a folder of retention policies")
     check.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     check.add_argument("--database-url", help="SQLAlchemy URL of the business database to check identifiers")
+    _hold_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "hold":
+        return hold(args)
     try:
         policies = validate(args.folder, args.database_url)
     except RetentionError as e:
@@ -52,6 +64,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = "checked against the database" if args.database_url else "schema not checked (no --database-url)"
     print(f"{len(policies.policies)} policies valid, set {policies.hash[:16]}; {schema}")
     return 0
+
+
+# -- legal holds --------------------------------------------------------------------------------
+
+
+def _hold_commands(sub: Any) -> None:
+    hold_parser = sub.add_parser("hold", help="add, release, list or check legal holds")
+    commands = hold_parser.add_subparsers(dest="hold_command", required=True)
+    url_help = "SQLAlchemy URL of the database holding the legal-hold registry (the ledger database)"
+
+    add = commands.add_parser("add", help="hold one customer or one key/path prefix")
+    add.add_argument("--database-url", required=True, help=url_help)
+    add.add_argument("--reason", required=True, help="why (a case number; never contact data)")
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--subject", help="the internal customer id (digits only, no leading zero)")
+    what.add_argument("--prefix", help="a key/path prefix relative to its bucket or archive root")
+    add.add_argument("--category", help="one policy id (default: every category)")
+    add.add_argument("--until", help="when the hold ends: ISO 8601 with a time zone (default: never)")
+    add.add_argument("--policies", type=Path, default=DEFAULT_FOLDER, help="policy folder (for --category)")
+
+    release = commands.add_parser("release", help="end a hold from now on (its row stays)")
+    release.add_argument("--database-url", required=True, help=url_help)
+    release.add_argument("--id", required=True, type=int, help="the hold's id (see hold list)")
+
+    listing = commands.add_parser("list", help="the holds in force (ids, kinds, categories, reasons, dates)")
+    listing.add_argument("--database-url", required=True, help=url_help)
+    listing.add_argument("--all", action="store_true", help="released and expired holds too")
+    listing.add_argument("--show-subjects", action="store_true", help="print the held subjects and prefixes")
+
+    check = commands.add_parser("check", help="check every hold in force as a run does before it erases")
+    check.add_argument("--database-url", required=True, help=url_help)
+    check.add_argument("--policies", type=Path, default=DEFAULT_FOLDER, help="the policy folder")
+
+
+def hold(args: argparse.Namespace) -> int:
+    """Run one ``hold`` command; 0 on success, 2 (with the problem on stderr) if refused."""
+    import sqlalchemy as sa
+
+    from retention.holds import HoldRegistry
+
+    try:
+        engine = sa.create_engine(args.database_url)
+    except sa.exc.ArgumentError:
+        print("invalid: --database-url is not a SQLAlchemy database URL", file=sys.stderr)
+        return 2
+    try:
+        registry = HoldRegistry(engine)
+        if args.hold_command == "add":
+            categories = load_policies(args.policies).ids if args.category is not None else None
+            until = None if args.until is None else _parse_until(args.until)
+            registry.ensure_schema()
+            hold_id = registry.add(
+                reason=args.reason,
+                subject=args.subject,
+                prefix=args.prefix,
+                category=args.category,
+                categories=categories,
+                until=until,
+            )
+            print(f"added legal hold {hold_id}")
+        elif args.hold_command == "release":
+            registry.release(args.id)
+            print(f"released legal hold {args.id}")
+        elif args.hold_command == "list":
+            _print_holds(registry.list(include_inactive=args.all, include_subjects=args.show_subjects))
+        else:
+            n = registry.check_stored(load_policies(args.policies).ids, datetime.now(UTC))
+            print(f"{n} legal holds in force, all valid")
+    except RetentionError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _parse_until(text: str) -> datetime:
+    try:
+        until = datetime.fromisoformat(text)
+    except ValueError:
+        raise TerminalError("--until is not an ISO 8601 date-time") from None
+    if until.tzinfo is None:
+        raise TerminalError("--until needs a time zone (e.g. 2027-01-01T00:00:00+01:00)")
+    return until
+
+
+def _print_holds(holds: Sequence[dict[str, Any]]) -> None:
+    def when(value: datetime | None) -> str:
+        return "-" if value is None else value.isoformat(timespec="seconds")
+
+    for h in holds:
+        held = f"  {h['subject'] or h['prefix']}" if "subject" in h else ""
+        print(
+            f"{h['id']:>6}  {h['kind']:<7}  {h['category'] or '*':<26}  created {when(h['created_at'])}"
+            f"  until {when(h['until'])}  released {when(h['released_at'])}{held}  {h['reason']}"
+        )
+    print(f"{len(holds)} legal holds")
 
 
 if __name__ == "__main__":

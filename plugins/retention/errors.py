@@ -53,5 +53,5 @@ class VerificationError(TerminalError):
     """Looking again found items that should be gone."""
 
 
-class ApprovalRequiredError(TerminalError):
-    """A plan exceeds its blast-radius cap and was not executed."""
+class ClockError(TerminalError):
+    """A cutoff or due date cannot be computed: a naive clock, or a date beyond years 1 to 9999."""

@@ -4,11 +4,22 @@ One table of holds. A hold covers one subject or one prefix, in one category or 
 of them (category NULL), from its creation until it is released or its ``until`` passes.
 Rows are never deleted: releasing a hold stamps ``released_at``, so the registry is its
 own history. Every timestamp is timezone-aware UTC.
+
+A hold is checked when it is added, so that it can match what it names: its subject is
+exactly a canonical customer id (``retention.params.canonical_subject``: the form every
+store compares), its category one of the policy set's, its prefix a clean relative path.
+A hold that got into the table some other way (by hand, with SQL) is checked again when it
+is read: ``check_stored`` fails a run before anything is erased, and ``current`` raises the
+same ``TerminalError`` (naming the hold's id, never its value) rather than let a store
+compare a value it cannot read.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
+import unicodedata
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
 from retention.adapters.base import HoldSet
-from retention.errors import TerminalError
-from retention.ledger import UtcDateTime, aware_utc, check_table_name, check_text, create_tables, db_errors
+from retention.dberrors import db_errors
+from retention.dbutil import UtcDateTime, aware_utc, check_table_name, create_tables
+from retention.errors import TerminalError, UnsafeTargetError
+from retention.guard import check_text
+from retention.params import canonical_subject
 from retention.paths import check_relative
 
 
@@ -57,16 +71,23 @@ class HoldRegistry:
         subject: str | None = None,
         prefix: str | None = None,
         category: str | None = None,
+        categories: Collection[str] | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
     ) -> int:
-        """Hold one subject or one prefix (in one category, or in all if None); return the hold's id."""
+        """Hold one subject or one prefix (in one category, or in all if None); return the hold's id.
+
+        ``subject`` must be exactly a canonical customer id, ``prefix`` a clean relative path;
+        a ``category`` must be one of ``categories`` (the policy set's ids, required with a
+        category). Anything else is refused (``TerminalError``): such a hold would protect
+        nothing, or protect a record in one store and not in another.
+        """
         created_at = _now(now)
         values = {
             "reason": _reason(reason),
             "subject": _subject(subject, prefix),
-            "prefix": None if prefix is None else check_relative(prefix, "hold prefix"),
-            "category": _category(category),
+            "prefix": None if prefix is None else _prefix(prefix),
+            "category": _known_category(category, categories),
             "until": _until(until, created_at),
             "created_at": created_at,
         }
@@ -89,18 +110,39 @@ class HoldRegistry:
                 if conn.execute(sa.select(t.c.id).where(t.c.id == hold_id)).first() is None:
                     raise TerminalError(f"there is no legal hold with id {hold_id}")
 
+    def check_stored(self, categories: Collection[str], now: datetime) -> int:
+        """Check every hold in force at ``now`` by the rules ``add`` applies; return how many there are.
+
+        Raises ``TerminalError`` naming the first invalid hold's id and what is wrong with it
+        (never its value): a run calls this before it erases anything, so a hold written by
+        hand in a form no store can match stops the run instead of protecting nothing.
+        """
+        known = _category_names(categories)
+        t = self._table
+        query = sa.select(t).where(*self._in_force(aware_utc("now", now))).order_by(t.c.id)
+        with db_errors("legal holds read"), self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        for row in rows:
+            _check_row(row, known)
+        return len(rows)
+
     def current(self, category: str, now: datetime) -> HoldSet:
-        """The subjects and prefixes held at ``now`` in ``category``, by its own holds or global ones."""
+        """The subjects and prefixes held at ``now`` in ``category``, by its own holds or global ones.
+
+        A hold in force whose subject or prefix is not valid raises ``TerminalError`` naming
+        its id: the adapters compare these values as they are, before every erase.
+        """
         t = self._table
         wanted = _category(category)
         if wanted is None:
             raise TerminalError("holds in force are read for one category")
-        query = sa.select(t.c.subject, t.c.prefix).where(
+        in_force = [
             *self._in_force(aware_utc("now", now)),
             sa.or_(t.c.category.is_(None), t.c.category == wanted),
-        )
-        subjects: set[str] = set()
-        prefixes: set[str] = set()
+        ]
+        query = sa.select(t.c.subject, t.c.prefix).where(*in_force)
+        subjects: set[Any] = set()
+        prefixes: set[Any] = set()
         with db_errors("legal holds read"), self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # Read before every erase: two arrays in one row cost a fraction of thousands of rows.
@@ -115,6 +157,11 @@ class HoldRegistry:
                         subjects.add(subject)
                     else:
                         prefixes.add(prefix)
+            if not _all_valid(frozenset(subjects), frozenset(prefixes)):
+                # Rare: read the rows again to name the hold at fault.
+                for row in conn.execute(sa.select(t).where(*in_force).order_by(t.c.id)).mappings():
+                    _check_row(row, None)
+                raise TerminalError("a legal hold in force is invalid (python -m retention.cli hold check)")
         return HoldSet(subjects=frozenset(subjects), prefixes=tuple(sorted(prefixes)))
 
     def _in_force(self, now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -172,10 +219,21 @@ def _reason(reason: str) -> str:
 def _subject(subject: str | None, prefix: str | None) -> str | None:
     if (subject is None) == (prefix is None):
         raise TerminalError("a legal hold covers exactly one of subject or prefix")
-    if subject is not None and (not isinstance(subject, str) or not subject or subject != subject.strip()):
-        # a padded subject would silently fail to match the records it is meant to protect
-        raise TerminalError("hold subject must be non-empty text without surrounding whitespace")
-    return subject
+    # Exactly the canonical form: the database would read "042" or "٤٢" as customer 42 while
+    # S3 and SFTP compare the text "42", so any other form holds rows but not files.
+    return None if subject is None else canonical_subject(subject, "hold subject")
+
+
+def _prefix(prefix: object) -> str:
+    """A clean relative path: not empty, no surrounding whitespace, no control character."""
+    if not isinstance(prefix, str):
+        raise UnsafeTargetError("hold prefix must be text")
+    if prefix != prefix.strip():
+        # keys and paths are compared as they are: a padded prefix would match nothing
+        raise UnsafeTargetError("hold prefix has surrounding whitespace")
+    if any(unicodedata.category(c) == "Cc" for c in prefix):
+        raise UnsafeTargetError("hold prefix contains a control character")
+    return check_relative(prefix, "hold prefix")
 
 
 def _category(category: str | None) -> str | None:
@@ -184,6 +242,64 @@ def _category(category: str | None) -> str | None:
     ):
         raise TerminalError("hold category must be non-empty text without surrounding whitespace")
     return category
+
+
+def _category_names(categories: Collection[str] | None) -> frozenset[str]:
+    if categories is None:
+        raise TerminalError("a hold in one category needs the policy set's categories to be checked against")
+    if isinstance(categories, str | bytes) or not all(isinstance(c, str) for c in categories):
+        raise TerminalError("categories must be a collection of category ids")
+    return frozenset(categories)
+
+
+def _known_category(category: str | None, categories: Collection[str] | None) -> str | None:
+    """``category`` if None (all categories) or one of ``categories``; a hold elsewhere protects nothing."""
+    category = _category(category)
+    if category is not None:
+        _check_known(category, _category_names(categories))
+    return category
+
+
+def _check_known(category: object, known: frozenset[str]) -> None:
+    if category not in known:
+        raise TerminalError(
+            "hold category is not one of the policy set's categories "
+            f"({', '.join(sorted(known)) or 'none'}): it would protect nothing"
+        )
+
+
+def _check_row(row: RowMapping, known: frozenset[str] | None) -> None:
+    """Check one stored hold by ``add``'s rules (its category too if ``known`` is given)."""
+    try:
+        subject, prefix = row["subject"], row["prefix"]
+        if (subject is None) == (prefix is None):
+            raise TerminalError("a legal hold covers exactly one of subject or prefix")
+        if subject is not None:
+            canonical_subject(subject, "its subject")
+        else:
+            _prefix(prefix)
+        if known is not None:
+            if row["category"] is not None:
+                _check_known(row["category"], known)
+            _reason(row["reason"])
+    except TerminalError as e:
+        raise TerminalError(
+            f"legal hold {row['id']} is invalid: {e}. Add the hold again in a valid form "
+            "(python -m retention.cli hold add), then release this one; no run erases anything until then"
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _all_valid(subjects: frozenset[object], prefixes: frozenset[object]) -> bool:
+    # Cached: the holds are read again before every erase, and are nearly always the same set.
+    try:
+        for subject in subjects:
+            canonical_subject(subject)
+        for prefix in prefixes:
+            _prefix(prefix)
+    except TerminalError:
+        return False
+    return True
 
 
 def _until(until: datetime | None, created_at: datetime) -> datetime | None:

@@ -1,17 +1,13 @@
 """The accountability ledger: append-only and tamper-evident.
 
-Every planned, erased, kept or failed piece of work leaves one entry: counts, a digest
-of the keys touched (or, for a database batch named by a key range, of that range: its
-``planned`` entry has count 0 and ``detail.named_by = key_range``, and its outcome entry the
-rows it held), at most a pseudonym, never a list of items or personal data.
-
-Entries form a hash chain. Each entry's hash covers all its stored fields, including
-its sequence number, time and the previous entry's hash; a one-row *head* table holds
-the last sequence number and hash. Editing, deleting, inserting or reordering entries
-breaks the chain, and deleting the last entries disagrees with the head. On PostgreSQL
-a trigger also refuses UPDATE, DELETE and TRUNCATE of the ledger table, so append-only
-is enforced by the database and not only by this code. (SQLite, used by the demo, has
-no such trigger; there the chain alone makes tampering evident.)
+Entries (``retention.ledger_entry``, re-exported here) form a hash chain. Each entry's
+hash covers all its stored fields, including its sequence number, time and the previous
+entry's hash; a one-row *head* table holds the last sequence number and hash. Editing,
+deleting, inserting or reordering entries breaks the chain, and deleting the last entries
+disagrees with the head. On PostgreSQL a trigger also refuses UPDATE, DELETE and TRUNCATE
+of the ledger table, so append-only is enforced by the database and not only by this code.
+(SQLite, used by the demo, has no such trigger; there the chain alone makes tampering
+evident.)
 
 Appends are serialised on the head row (``SELECT ... FOR UPDATE`` on PostgreSQL, the
 database write lock on SQLite), so appenders in separate processes extend one chain.
@@ -22,237 +18,37 @@ The chain cannot stop someone who rewrites every later entry *and* the head; kee
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from retention.errors import TerminalError, TransientError
-from retention.pseudonym import is_pseudonym
+from retention.dberrors import db_errors
+from retention.dbutil import UtcDateTime, check_table_name, create_tables
+from retention.errors import TerminalError
+from retention.ledger_entry import HASHED_FIELDS, OUTCOMES, LedgerEntry, entry_hash, stored_fields
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "MAX_PAGE",
+    "OUTCOMES",
+    "AppendedEntry",
+    "ChainStatus",
+    "Ledger",
+    "LedgerEntry",
+    "entry_hash",
+    "stored_fields",
+]
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
 
-OUTCOMES = frozenset(
-    {
-        "planned",
-        "erased",
-        "anonymised",
-        "kept",
-        "failed",
-        "verified",
-        "verify_failed",
-        "approval_requested",
-        "approved",
-        "rejected",
-        "skipped",
-        "summary",
-    }
-)
-
-HASHED_FIELDS = (
-    "seq",
-    "entry_id",
-    "recorded_at",
-    "run_id",
-    "category",
-    "store",
-    "location",
-    "action",
-    "outcome",
-    "count",
-    "items_digest",
-    "subject_ref",
-    "reason",
-    "until",
-    "policy_set_hash",
-    "detail",
-    "prev_hash",
-)
-"""Every stored column but ``entry_hash`` itself."""
-
-MAX_TEXT = 1000
-MAX_DETAIL = 4096
 MAX_PAGE = 1000
-
-_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
-_ACTION = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_HEX = re.compile(r"[0-9a-f]{16,128}")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# 8 to 15 digits, optionally separated by spaces, dots, dashes or parentheses: Danish
-# phone numbers ("12 34 56 78", "+45 12345678") and CPR numbers ("010190-1234").
-_PHONE = re.compile(r"(?<![0-9A-Za-z])\+?\d(?:[ ().-]{0,2}\d){7,14}(?![0-9A-Za-z])")
-# Dates and times (Airflow run ids carry them) would otherwise look like phone numbers.
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
-
-
-# --- database helpers shared with retention.holds -------------------------------------------
-
-
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always returned timezone-aware in UTC (naive values are refused)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        utc = aware_utc("timestamp", value)
-        # SQLite keeps no offset; naive UTC text compares correctly as text
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def aware_utc(name: str, value: datetime) -> datetime:
-    """``value`` converted to UTC; TerminalError if it is not a timezone-aware datetime."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise TerminalError(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
-
-
-def check_table_name(name: str) -> str:
-    """Return ``name`` if it is a plain lower-case identifier (it is used in DDL); TerminalError otherwise."""
-    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
-        raise TerminalError("table name must be a lower-case identifier of at most 48 characters")
-    return name
-
-
-@contextmanager
-def db_errors(what: str) -> Iterator[None]:
-    """Map database errors to TransientError (connection, locks) or TerminalError (refused).
-
-    Only the error class and code are kept, and the original is not chained: the
-    driver's message and SQLAlchemy's text carry statement parameters, which may be
-    personal data (a held subject) and must not reach logs.
-    """
-    try:
-        yield
-    except DBAPIError as exc:
-        if _retryable(exc):
-            raise TransientError(f"{what}: database unavailable ({_error_code(exc)})") from None
-        raise TerminalError(f"{what}: database refused the statement ({_error_code(exc)})") from None
-
-
-def _retryable(exc: DBAPIError) -> bool:
-    # SQLite reports a missing table or a syntax error as an OperationalError too, with
-    # the generic SQLITE_ERROR code; only busy, locked and I/O conditions can pass
-    if getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR":
-        return False
-    return isinstance(exc, OperationalError) or exc.connection_invalidated
-
-
-def _error_code(exc: DBAPIError) -> str:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
-    name = type(exc.orig).__name__
-    return f"{name}, {code}" if code else name
-
-
-def create_tables(conn: Connection, tables: Iterable[sa.Table]) -> None:
-    """Create the tables and their indexes if missing, safely against concurrent callers.
-
-    On PostgreSQL a transaction-scoped advisory lock serialises callers, because
-    ``IF NOT EXISTS`` alone still races there; SQLite runs each DDL statement atomically.
-    When everything exists no DDL runs at all: ``CREATE INDEX IF NOT EXISTS`` still locks
-    its table on PostgreSQL, which would deadlock with a concurrent append.
-    """
-    tables = list(tables)
-    if conn.dialect.name == "postgresql":
-        key = "retention schema " + ",".join(t.name for t in tables)
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-    inspector = sa.inspect(conn)
-    for table in tables:
-        if inspector.has_table(table.name):
-            existing = {index["name"] for index in inspector.get_indexes(table.name)}
-        else:
-            conn.execute(CreateTable(table, if_not_exists=True))
-            existing = set()
-        for index in table.indexes:
-            if index.name not in existing:
-                conn.execute(CreateIndex(index, if_not_exists=True))
-
-
-# --- personal-data guard ----------------------------------------------------------------------
-
-
-def personal_data_kind(text: str) -> str | None:
-    """Name the kind of contact data ``text`` seems to contain, or None.
-
-    A cheap last line of defence, not a classifier: it catches e-mail addresses and
-    phone- or CPR-number-like digit runs, nothing else (no names, no free text).
-    """
-    if _EMAIL.search(text):
-        return "an e-mail address"
-    if _PHONE.search(_TIMESTAMP.sub("/", text)):
-        return "a phone-number-like digit sequence"
-    return None
-
-
-def check_text(name: str, value: str | None) -> str | None:
-    """Return ``value`` if it is None or short, printable text without contact data; TerminalError otherwise.
-
-    The message names the field and the problem, never the value.
-    """
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TerminalError(f"{name} must be text")
-    if len(value) > MAX_TEXT:
-        raise TerminalError(f"{name} is longer than {MAX_TEXT} characters")
-    if _CONTROL.search(value):
-        raise TerminalError(f"{name} contains a control character")
-    kind = personal_data_kind(value)
-    if kind:
-        raise TerminalError(f"{name} looks like it contains {kind}; personal data never goes in the ledger")
-    return value
-
-
-# --- entries ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class LedgerEntry:
-    """One fact for the ledger; constructing it raises TerminalError if a field is malformed or personal."""
-
-    action: str
-    """What kind of work: ``delete``, ``anonymise``, ``approval``, ``run``, ..."""
-    outcome: str
-    """One of ``OUTCOMES``."""
-    run_id: str | None = None
-    category: str | None = None
-    store: str | None = None
-    location: str | None = None
-    count: int = 0
-    items_digest: str | None = None
-    """Hex digest of the keys touched (``KeyDigest``)."""
-    subject_ref: str | None = None
-    """A pseudonym (``retention.pseudonym``), never a raw identifier."""
-    reason: str | None = None
-    until: str | None = None
-    """ISO 8601 date or date-time."""
-    policy_set_hash: str | None = None
-    detail: Mapping[str, Any] | None = None
-    """A small JSON-serialisable dict of counts and codes."""
-    entry_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def __post_init__(self) -> None:
-        stored_fields(self)
 
 
 @dataclass(frozen=True)
@@ -272,117 +68,6 @@ class ChainStatus:
     head_hash: str
     first_bad_seq: int | None = None
     problem: str | None = None
-
-
-def stored_fields(entry: LedgerEntry) -> dict[str, Any]:
-    """The entry's columns as stored (detail as canonical JSON text), validated; TerminalError if refused."""
-    return {
-        "entry_id": _entry_id(entry.entry_id),
-        "run_id": check_text("run_id", entry.run_id),
-        "category": check_text("category", entry.category),
-        "store": check_text("store", entry.store),
-        "location": check_text("location", entry.location),
-        "action": _matching("action", entry.action, _ACTION),
-        "outcome": _outcome(entry.outcome),
-        "count": _count(entry.count),
-        "items_digest": _optional_matching("items_digest", entry.items_digest, _HEX),
-        "subject_ref": _subject_ref(entry.subject_ref),
-        "reason": check_text("reason", entry.reason),
-        "until": _until(entry.until),
-        "policy_set_hash": _optional_matching("policy_set_hash", entry.policy_set_hash, _HEX),
-        "detail": _detail(entry.detail),
-    }
-
-
-def entry_hash(stored: Mapping[str, Any] | RowMapping) -> str:
-    """SHA-256 over the canonical JSON of an entry's ``HASHED_FIELDS`` as stored."""
-    payload = {name: stored[name] for name in HASHED_FIELDS}
-    payload["recorded_at"] = aware_utc("recorded_at", stored["recorded_at"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _entry_id(value: str) -> str:
-    try:
-        canonical = str(uuid.UUID(value))
-    except (TypeError, ValueError, AttributeError):
-        raise TerminalError("entry_id must be a UUID") from None
-    if canonical != value:
-        raise TerminalError("entry_id must be a UUID in canonical lower-case form")
-    return value
-
-
-def _matching(name: str, value: str, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise TerminalError(f"{name} has an invalid form")
-    return value
-
-
-def _optional_matching(name: str, value: str | None, pattern: re.Pattern[str]) -> str | None:
-    return None if value is None else _matching(name, value, pattern)
-
-
-def _outcome(value: str) -> str:
-    if value not in OUTCOMES:
-        raise TerminalError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}")
-    return value
-
-
-def _count(value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TerminalError("count must be a non-negative integer")
-    return value
-
-
-def _subject_ref(value: str | None) -> str | None:
-    if value is not None and not (isinstance(value, str) and is_pseudonym(value)):
-        raise TerminalError("subject_ref must be a pseudonym (psn:...), never a raw identifier")
-    return value
-
-
-def _until(value: str | None) -> str | None:
-    if value is None:
-        return None
-    _matching("until", value, _ISO_DATE)
-    try:
-        (datetime if "T" in value else date).fromisoformat(value)
-    except ValueError:
-        raise TerminalError("until is not a valid ISO 8601 date") from None
-    return value
-
-
-def _detail(value: Mapping[str, Any] | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise TerminalError("detail must be a dict with text keys")
-    try:
-        text = _canonical_json(dict(value))
-    except (TypeError, ValueError):
-        raise TerminalError("detail must be JSON-serialisable (finite numbers, text, lists, dicts)") from None
-    if len(text) > MAX_DETAIL:
-        raise TerminalError(f"detail is longer than {MAX_DETAIL} characters: counts and codes only")
-    for piece in _strings(value):
-        check_text("detail", piece)
-    return text
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _strings(v)
-
-
-# --- the ledger -------------------------------------------------------------------------------
 
 
 def _ledger_table(metadata: sa.MetaData, name: str) -> sa.Table:

@@ -20,17 +20,21 @@ _FORMATTER = string.Formatter()
 def placeholders(template: str) -> list[str]:
     """The field names a template uses, in order (``{a}/{b}`` -> ``["a", "b"]``).
 
-    Raises ``ValueError`` for format specs, conversions, attribute or index access,
+    Raises ``UnsafeTargetError`` for format specs, conversions, attribute or index access,
     positional fields and unbalanced braces: only plain ``{name}`` is allowed.
     """
+    try:
+        fields = list(_FORMATTER.parse(template))
+    except ValueError as e:  # unbalanced braces: "Single '}' encountered in format string"
+        raise UnsafeTargetError(f"template is malformed: {e}") from None
     names: list[str] = []
-    for _literal, name, spec, conversion in _FORMATTER.parse(template):
+    for _literal, name, spec, conversion in fields:
         if name is None:
             continue
         if not name or not name.isidentifier():
-            raise ValueError(f"placeholder {{{name}}} is not a plain name")
+            raise UnsafeTargetError(f"placeholder {{{name}}} is not a plain name")
         if spec or conversion:
-            raise ValueError(f"placeholder {{{name}}} may not carry a format or conversion")
+            raise UnsafeTargetError(f"placeholder {{{name}}} may not carry a format or conversion")
         names.append(name)
     return names
 

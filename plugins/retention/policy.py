@@ -3,32 +3,41 @@
 One YAML file per data category under ``include/retention_policies/``. Loading is
 strict: unknown keys, wrong types, duplicate keys or ids, unparsable durations and
 unsafe templates are refused with a ``PolicyError`` that names the file and the field.
-Identifiers are checked against the real database schema separately
+Identifiers, keys and relations are checked against the real database schema separately
 (``check_against_schema``), because only the running system knows its schema.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import graphlib
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from retention.errors import PolicyError, UnsafeTargetError
-from retention.paths import check_relative, placeholders
+from retention import stores
+from retention.errors import PolicyError
+from retention.locations import (
+    AnyLocation,
+    DatabaseLocation,
+    FileLocation,
+    Identifier,
+    Location,
+    S3Location,
+    Strict,
+)
+from retention.paths import placeholders
+from retention.schema import ColumnInfo as ColumnInfo  # re-exported: callers built schemas from here
+from retention.schema import SchemaInfo
 
-_IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 _DURATION = re.compile(r"^P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?$")
-_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-
-Identifier = Annotated[str, Field(pattern=_IDENT)]
 
 
 @dataclass(frozen=True)
@@ -58,18 +67,14 @@ class Period:
         return "P" + "".join(parts)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class LegalBasis(_Strict):
+class LegalBasis(Strict):
     gdpr: str = Field(min_length=6, pattern=r"^Art\. ?\d")
     """The GDPR article, e.g. ``Art. 6(1)(c)``."""
     national: str | None = None
     """The national law where one applies, e.g. ``Bogføringsloven § 10``."""
 
 
-class Retention(_Strict):
+class Retention(Strict):
     period: str
     """ISO-8601 date duration (``P5Y``)."""
     counts_from: Literal["event", "end_of_financial_year"]
@@ -95,7 +100,7 @@ class Retention(_Strict):
         return int(month), int(day)
 
 
-class Records(_Strict):
+class Records(Strict):
     """The table whose rows are the category's records, and how they link to a customer."""
 
     table: Identifier
@@ -105,7 +110,7 @@ class Records(_Strict):
     """The column holding the customer (subject) id."""
 
 
-class ErasureRequest(_Strict):
+class ErasureRequest(Strict):
     """What a customer's erasure request (GDPR Art. 17) does to this category."""
 
     action: Literal["erase", "keep_until_due"]
@@ -119,80 +124,14 @@ class ErasureRequest(_Strict):
         return self
 
 
-class Cap(_Strict):
+class Cap(Strict):
     """Blast-radius cap: a plan above either limit waits for a human."""
 
     max_items: int = Field(gt=0)
     max_fraction: float = Field(gt=0, le=1)
 
 
-class FieldRule(_Strict):
-    strategy: Literal["null", "fixed", "redact", "pseudonym"]
-    value: str | None = None
-    """The replacement, for ``fixed`` only."""
-
-    @model_validator(mode="after")
-    def _value(self) -> FieldRule:
-        if (self.strategy == "fixed") != (self.value is not None):
-            raise ValueError("'value' is required for strategy fixed and not allowed otherwise")
-        return self
-
-
-class DatabaseLocation(_Strict):
-    store: Literal["database"]
-    table: Identifier
-    foreign_key: Identifier | None = None
-    """For a child table: its column referencing the records table's key."""
-    action: Literal["delete", "anonymise"]
-    fields: dict[Identifier, FieldRule] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _fields(self) -> DatabaseLocation:
-        if self.action == "anonymise" and not self.fields:
-            raise ValueError("anonymise needs 'fields': which columns to anonymise and how")
-        if self.action == "delete" and self.fields:
-            raise ValueError("'fields' only goes with action anonymise")
-        return self
-
-
-class S3Location(_Strict):
-    store: Literal["s3"]
-    bucket: str = Field(pattern=_BUCKET)
-    key: str
-    """Key template filled from the record's columns; a trailing ``/`` means everything under it."""
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return _check_template(v)
-
-
-class SftpLocation(_Strict):
-    store: Literal["sftp"]
-    path: str
-    """Path template relative to the archive root; a trailing ``/`` means the whole directory."""
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return _check_template(v)
-
-
-Location = Annotated[DatabaseLocation | S3Location | SftpLocation, Field(discriminator="store")]
-
-
-def _check_template(template: str) -> str:
-    names = placeholders(template)
-    if not names:
-        raise ValueError("the template must use at least one {column} placeholder")
-    try:
-        check_relative(template.replace("{", "x").replace("}", "x"), "template")
-    except UnsafeTargetError as e:
-        raise ValueError(str(e)) from None
-    return template
-
-
-class Policy(_Strict):
+class Policy(Strict):
     """One data category's retention policy."""
 
     id: Identifier
@@ -229,18 +168,23 @@ class Policy(_Strict):
 
     def template_columns(self) -> set[str]:
         cols: set[str] = set()
-        for loc in self.locations:
-            if isinstance(loc, S3Location):
-                cols.update(placeholders(loc.key))
-            elif isinstance(loc, SftpLocation):
-                cols.update(placeholders(loc.path))
+        for loc in self.file_locations():
+            cols.update(placeholders(loc.template))
         return cols
+
+    def file_locations(self) -> list[FileLocation]:
+        """The locations whose items the records name through a template."""
+        return [loc for loc in self.locations if not isinstance(loc, DatabaseLocation)]
+
+    def database_locations(self) -> list[DatabaseLocation]:
+        return [loc for loc in self.locations if isinstance(loc, DatabaseLocation)]
+
+    def locations_in(self, store: str) -> list[AnyLocation]:
+        return [loc for loc in self.locations if loc.store == store]
 
     def stores(self) -> list[str]:
         """The stores this category touches, file stores first (the database row is their index)."""
-        order = ("s3", "sftp", "database")
-        present = {loc.store for loc in self.locations}
-        return [s for s in order if s in present]
+        return stores.ordered({loc.store for loc in self.locations})
 
 
 @dataclass(frozen=True)
@@ -294,7 +238,7 @@ def _loc_to_field(loc: Sequence[int | str], data: Any) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
-        elif item in ("database", "s3", "sftp") and parts and parts[-1].startswith("["):
+        elif item in stores.ORDER and parts and parts[-1].startswith("["):
             continue  # pydantic's discriminator tag, not a field of the file
         else:
             parts.append(("." if parts else "") + str(item))
@@ -344,88 +288,133 @@ def load_policies(folder: str | Path) -> PolicySet:
 
 
 def _order(policies: Iterable[Policy], sources: Mapping[str, str]) -> list[Policy]:
+    """The policies in an order where each comes after every category it names in ``after``.
+
+    Ties are broken by id, so the order does not depend on file-system listing order.
+    """
     by_id = {p.id: p for p in policies}
     for p in by_id.values():
         for dep in p.after:
             if dep not in by_id:
                 raise PolicyError(sources[p.id], "after", f"unknown category {dep!r}")
-    ordered: list[Policy] = []
-    state: dict[str, int] = {}
-
-    def visit(pid: str, chain: tuple[str, ...]) -> None:
-        if state.get(pid) == 2:
-            return
-        if state.get(pid) == 1:
-            raise PolicyError(sources[pid], "after", "circular order: " + " -> ".join((*chain, pid)))
-        state[pid] = 1
-        for dep in by_id[pid].after:
-            visit(dep, (*chain, pid))
-        state[pid] = 2
-        ordered.append(by_id[pid])
-
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for pid in sorted(by_id):
-        visit(pid, ())
+        sorter.add(pid, *by_id[pid].after)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as e:
+        cycle = list(reversed(e.args[1]))
+        raise PolicyError(sources[cycle[0]], "after", "circular order: " + " -> ".join(cycle)) from None
+    ordered: list[Policy] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        ordered.extend(by_id[pid] for pid in ready)
+        sorter.done(*ready)
     return ordered
 
 
-@dataclass(frozen=True)
-class ColumnInfo:
-    """What the policy check needs to know about one column of the live schema."""
+def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
+    """Refuse any table, column or relation a policy names that the live schema does not have.
 
-    type: Any
-    """The SQLAlchemy type."""
-    nullable: bool = True
+    ``schema`` is the running database's schema (see
+    ``retention.adapters.database.reflect_schema``): every table, not only the named ones.
+    Besides names, it refuses what the database would only reject (or worse, carry out)
+    mid-run:
 
-
-def check_against_schema(policy_set: PolicySet, columns_of: Mapping[str, Mapping[str, ColumnInfo]]) -> None:
-    """Refuse any table or column a policy names that the real schema does not have.
-
-    ``columns_of`` maps table name -> {column name: ColumnInfo}, as reflected from the
-    running database (see ``retention.adapters.database.reflect_columns``). Also refuses
-    the ``null`` strategy on a NOT NULL column, which the database would reject mid-run.
+    - the ``null`` strategy on a NOT NULL column;
+    - a ``records.key`` that is not the single-column primary key, or a single-column UNIQUE
+      constraint or unique index on a NOT NULL column (batches are ranges of that key);
+    - a child location whose ``foreign_key`` is not a real single-column foreign-key constraint
+      to ``records.table(records.key)`` (the erase would follow a relation the database does
+      not have, and erase other customers' rows);
+    - a delete that cascades (``ON DELETE CASCADE``, followed on) or sets NULL or a default
+      (``SET NULL`` / ``SET DEFAULT``) into a table no policy names in a database location:
+      that table's data would change without a policy, a ledger entry or a verification.
     """
+    named = {loc.table for p in policy_set.policies for loc in p.database_locations()}
     for policy in policy_set.policies:
         file = policy_set.sources[policy.id]
-        rec = policy.records
-        _need_table(columns_of, rec.table, file, "records.table")
-        cols = columns_of[rec.table]
-        for field, col in (
-            ("records.key", rec.key),
-            ("records.subject", rec.subject),
-            ("retention.anchor", policy.retention.anchor),
-        ):
-            _need_column(cols, rec.table, col, file, field)
-        if not _is_temporal(cols[policy.retention.anchor].type):
-            raise PolicyError(
-                file,
-                "retention.anchor",
-                f"column {rec.table}.{policy.retention.anchor} is not a date or timestamp",
-            )
+        _check_records(policy, schema, file)
         for i, loc in enumerate(policy.locations):
             where = f"locations[{i}]"
             if isinstance(loc, DatabaseLocation):
-                _need_table(columns_of, loc.table, file, f"{where}.table")
-                if loc.foreign_key:
-                    _need_column(
-                        columns_of[loc.table], loc.table, loc.foreign_key, file, f"{where}.foreign_key"
-                    )
-                for name, rule in loc.fields.items():
-                    field = f"{where}.fields.{name}"
-                    _need_column(columns_of[loc.table], loc.table, name, file, field)
-                    if rule.strategy == "null" and not columns_of[loc.table][name].nullable:
-                        raise PolicyError(
-                            file, field, f"column {loc.table}.{name} is NOT NULL: use redact or fixed"
-                        )
+                _check_table_location(policy, loc, schema, file, where)
+                if loc.action == "delete":
+                    _check_cascades(loc.table, schema, named, file, f"{where}.action")
             else:
-                template = loc.key if isinstance(loc, S3Location) else loc.path
-                for name in placeholders(template):
-                    _need_column(
-                        cols, rec.table, name, file, f"{where}.{'key' if loc.store == 's3' else 'path'}"
-                    )
+                field = f"{where}.{'key' if isinstance(loc, S3Location) else 'path'}"
+                rec = policy.records.table
+                for name in placeholders(loc.template):
+                    _need_column(schema.columns(rec), rec, name, file, field)
 
 
-def _need_table(columns_of: Mapping[str, Any], table: str, file: str, field: str) -> None:
-    if table not in columns_of:
+def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:
+    """The records table, its key (unique and not null), subject and anchor (a date or timestamp)."""
+    rec = policy.records
+    _need_table(schema, rec.table, file, "records.table")
+    cols = schema.columns(rec.table)
+    for field, col in (
+        ("records.key", rec.key),
+        ("records.subject", rec.subject),
+        ("retention.anchor", policy.retention.anchor),
+    ):
+        _need_column(cols, rec.table, col, file, field)
+    problem = schema.key_problem(rec.table, rec.key)
+    if problem:
+        raise PolicyError(
+            file, "records.key", f"column {rec.table}.{rec.key} is not a unique, not-null key: {problem}"
+        )
+    if not _is_temporal(cols[policy.retention.anchor].type):
+        raise PolicyError(
+            file,
+            "retention.anchor",
+            f"column {rec.table}.{policy.retention.anchor} is not a date or timestamp",
+        )
+
+
+def _check_table_location(
+    policy: Policy, loc: DatabaseLocation, schema: SchemaInfo, file: str, where: str
+) -> None:
+    """A database location: its table, its foreign key (a real constraint) and its fields."""
+    _need_table(schema, loc.table, file, f"{where}.table")
+    cols = schema.columns(loc.table)
+    if loc.foreign_key:
+        field = f"{where}.foreign_key"
+        _need_column(cols, loc.table, loc.foreign_key, file, field)
+        rec = policy.records
+        if schema.foreign_key(loc.table, loc.foreign_key, rec.table, rec.key) is None:
+            others = schema.references_from(loc.table, loc.foreign_key)
+            found = f"; it has {', '.join(fk.describe(loc.table) for fk in others)}" if others else ""
+            raise PolicyError(
+                file,
+                field,
+                f"no foreign key constraint {loc.table}.{loc.foreign_key} -> {rec.table}.{rec.key} "
+                f"in the database{found}",
+            )
+    for name, rule in loc.fields.items():
+        field = f"{where}.fields.{name}"
+        _need_column(cols, loc.table, name, file, field)
+        if rule.strategy == "null" and not cols[name].nullable:
+            raise PolicyError(file, field, f"column {loc.table}.{name} is NOT NULL: use redact or fixed")
+
+
+def _check_cascades(table: str, schema: SchemaInfo, named: set[str], file: str, field: str) -> None:
+    """Refuse a delete from ``table`` that deletes or changes rows of a table no policy names."""
+    for cascade in schema.cascades(table):
+        affected = cascade.chain[-1]
+        if affected in named:
+            continue
+        rule = f"ON DELETE {cascade.via.ondelete} of {cascade.via.describe(affected)}"
+        raise PolicyError(
+            file,
+            field,
+            f"deleting from {table} cascades to {cascade.describe()}, which no policy names "
+            f"in a database location ({rule}): name {affected} in a policy or change the constraint",
+        )
+
+
+def _need_table(schema: SchemaInfo, table: str, file: str, field: str) -> None:
+    if table not in schema:
         raise PolicyError(file, field, f"table {table!r} does not exist in the database")
 
 

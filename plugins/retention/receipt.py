@@ -14,6 +14,7 @@ from typing import Any
 
 from retention.paths import check_relative
 from retention.policy import PolicySet
+from retention.results import Reason, Skip, StepResult
 
 STORE_NAMES = {
     "database": "business database",
@@ -31,11 +32,10 @@ def build_receipt(
     now: str,
     dry_run: bool,
     policies: PolicySet,
-    steps: Iterable[Mapping[str, Any]],
-    kept_by_law: Mapping[str, Mapping[str, Any] | None],
-    not_erased: Mapping[str, str] | None = None,
+    steps: Iterable[StepResult],
+    not_erased: Mapping[str, Skip] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the receipt from the step summaries and the statutory keeps."""
+    """Assemble the receipt from the step results (with their statutory keeps) and the skips."""
     by_category: dict[str, dict[str, Any]] = {}
     for policy in policies.policies:
         by_category[policy.id] = {
@@ -49,35 +49,39 @@ def build_receipt(
             "verified": True,
         }
     for step in steps:
-        entry = by_category[step["category"]]
-        entry["erased"] += step.get("erased", 0)
-        entry["anonymised"] += step.get("anonymised", 0)
-        entry["verified"] = entry["verified"] and bool(step.get("verified")) and not step.get("dry_run")
-        entry["stores"][step["store"]] = {
-            k: step.get(k, 0) for k in ("located", "erased", "anonymised", "failed", "remaining")
+        entry = by_category[step.category]
+        entry["erased"] += step.erased
+        entry["anonymised"] += step.anonymised
+        entry["verified"] = entry["verified"] and step.verified and not step.dry_run
+        entry["stores"][step.store] = {
+            "located": step.located,
+            "erased": step.erased,
+            "anonymised": step.anonymised,
+            "failed": step.failed,
+            "remaining": step.remaining,
         }
-        for why, n in (step.get("kept") or {}).items():
+        for why, n in step.kept.items():
+            entry["kept"].append(
+                {"count": n, "reason": why.value, "law": _hold_law(why), "until": step.kept_until.get(why)}
+            )
+        if step.kept_by_law is not None:
+            kept = step.kept_by_law
             entry["kept"].append(
                 {
-                    "count": n,
-                    "reason": why,
-                    "law": _hold_law(why),
-                    "until": (step.get("kept_until") or {}).get(why),
+                    "count": kept.count,
+                    "reason": Reason.STATUTORY.value,
+                    "law": kept.law,
+                    "until": kept.until_latest,
+                    "until_earliest": kept.until_earliest,
                 }
             )
-    for category, kept in kept_by_law.items():
-        if kept:
-            by_category[category]["kept"].append(
-                {
-                    "count": kept["count"],
-                    "reason": "statutory_retention",
-                    "law": kept["law"],
-                    "until": kept["until_latest"],
-                    "until_earliest": kept["until_earliest"],
-                }
-            )
+    for category, skip in (not_erased or {}).items():
+        if category in by_category:
+            by_category[category]["not_erased_now"] = skip.words()
     categories = [
-        c for c in by_category.values() if c["erased"] or c["anonymised"] or c["kept"] or c["stores"]
+        c
+        for c in by_category.values()
+        if c["erased"] or c["anonymised"] or c["kept"] or c["stores"] or c.get("not_erased_now")
     ]
     return {
         "kind": "erasure_receipt",
@@ -98,10 +102,10 @@ def build_receipt(
     }
 
 
-def _hold_law(reason: str) -> str | None:
+def _hold_law(reason: Reason) -> str | None:
     return {
-        "legal_hold": "Legal hold (GDPR art. 17, stk. 3, litra e: retskrav)",
-        "object_lock": "Storage retention lock (write-once retention set on the stored object)",
+        Reason.LEGAL_HOLD: "Legal hold (GDPR art. 17, stk. 3, litra e: retskrav)",
+        Reason.STORAGE_LOCK: "Storage retention lock (write-once retention set on the stored object)",
     }.get(reason)
 
 
@@ -159,6 +163,7 @@ def store_receipt(client: Any, bucket: str, prefix: str, receipt: Mapping[str, A
     )
     return {
         "bucket": bucket,
+        "prefix": prefix,
         "json_key": json_key,
         "markdown_key": md_key,
         "sha256": hashlib.sha256(body).hexdigest(),

@@ -14,20 +14,28 @@ Connections:
 - ``retention_alerts`` (optional): an HTTP webhook for failure alerts.
 
 Variable ``retention_settings`` (JSON, optional): ``policy_dir``, ``bucket_map``,
-``archive_root``, ``receipts_bucket``, ``receipts_prefix``.
+``archive_root``, ``filesystem_root``, ``receipts_bucket``, ``receipts_prefix``.
+
+``open_context`` is the one place that turns these into a ``retention.engine.RunContext``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retention.errors import TerminalError
+from retention.results import Mode, RunInfo
+
+if TYPE_CHECKING:
+    from retention.adapters.base import StoreAdapter
+    from retention.engine import RunContext
 
 BUSINESS_DB = "business_db"
 LEDGER_DB = "retention_ledger"
@@ -47,6 +55,8 @@ class Settings:
     policy_dir: str = str(DEFAULT_POLICY_DIR)
     bucket_map: dict[str, str] = field(default_factory=dict)
     archive_root: str = "/srv/archive"
+    filesystem_root: str | None = None
+    """The mounted share of ``filesystem`` locations (none by default: such a policy then fails)."""
     receipts_bucket: str = "alleskar-privacy-receipts"
     receipts_prefix: str = "receipts/"
 
@@ -65,6 +75,14 @@ def settings() -> Settings:
         raise TerminalError(f"Variable {SETTINGS_VARIABLE} is not valid: {type(e).__name__}") from None
 
 
+def roots(cfg: Settings) -> dict[str, str]:
+    """Store -> the root directory its policy paths are relative to."""
+    out = {"sftp": cfg.archive_root}
+    if cfg.filesystem_root:
+        out["filesystem"] = cfg.filesystem_root
+    return out
+
+
 def _connection_exists(conn_id: str) -> bool:
     if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
         return True
@@ -81,7 +99,7 @@ def sql_engine(conn_id: str) -> Any:
     """A SQLAlchemy Engine built by the connection's own hook (PostgresHook, SqliteHook)."""
     from airflow.sdk import BaseHook
 
-    hook = BaseHook.get_connection(conn_id).get_hook()
+    hook = BaseHook.get_connection(conn_id).get_hook()  # type: ignore[no-untyped-call]
     engine = hook.get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True})
     if engine.dialect.name == "sqlite":
         _enable_sqlite_foreign_keys(engine)
@@ -104,6 +122,20 @@ def business_engine() -> Any:
 
 def ledger_engine() -> Any:
     return sql_engine(LEDGER_DB if _connection_exists(LEDGER_DB) else BUSINESS_DB)
+
+
+def check_holds(categories: Collection[str], now: datetime) -> int:
+    """Check the legal holds in force at ``now`` against ``categories``; return how many there are.
+
+    ``TerminalError`` names the first hold no store could match (``HoldRegistry.check_stored``).
+    """
+    from retention.holds import HoldRegistry
+
+    engine = ledger_engine()
+    try:
+        return HoldRegistry(engine).check_stored(categories, now)
+    finally:
+        engine.dispose()
 
 
 def s3_client() -> Any:
@@ -138,3 +170,99 @@ def pseudonym_key() -> bytes:
     if not password:
         raise TerminalError(f"connection {PSEUDONYM} has no password (the pseudonym key)")
     return str(password).encode()
+
+
+def _s3_adapter(_stack: ExitStack, _cfg: Settings) -> StoreAdapter[Any]:
+    from retention.adapters.s3 import S3Adapter
+
+    return S3Adapter(s3_client())
+
+
+def _sftp_adapter(stack: ExitStack, _cfg: Settings) -> StoreAdapter[Any]:
+    from retention.adapters.sftp import SftpAdapter
+
+    return SftpAdapter(stack.enter_context(sftp_client()))
+
+
+def _filesystem_adapter(_stack: ExitStack, _cfg: Settings) -> StoreAdapter[Any]:
+    from retention.adapters.filesystem import FilesystemAdapter
+
+    return FilesystemAdapter()
+
+
+ADAPTERS: dict[str, Callable[[ExitStack, Settings], StoreAdapter[Any]]] = {
+    "s3": _s3_adapter,
+    "sftp": _sftp_adapter,
+    "filesystem": _filesystem_adapter,
+}
+"""File store -> how this deployment builds its adapter from the connections."""
+
+
+@contextmanager
+def open_context(
+    *,
+    run_id: str,
+    mode: Mode,
+    now: datetime,
+    dry_run: bool,
+    subject: str | None = None,
+    stores: Sequence[str] = (),
+    run: RunInfo | None = None,
+) -> Iterator[RunContext]:
+    """A RunContext over this deployment's connections, with adapters for ``stores``; all closed afterwards.
+
+    With ``run``, the policy set must still be the one the run was planned with.
+    """
+    from retention.adapters.database import DatabaseAdapter
+    from retention.engine import RunContext
+    from retention.flow import check_same_policies
+    from retention.holds import HoldRegistry
+    from retention.ledger import Ledger
+    from retention.policy import load_policies
+
+    cfg = settings()
+    with ExitStack() as stack:
+        business = business_engine()
+        stack.callback(business.dispose)
+        ledger_db = ledger_engine()
+        stack.callback(ledger_db.dispose)
+        registry = HoldRegistry(ledger_db)
+        ledger = Ledger(ledger_db)
+        if run is None:
+            ledger.ensure_schema()
+            registry.ensure_schema()
+        ctx = RunContext(
+            run_id=run_id,
+            now=now,
+            policies=load_policies(cfg.policy_dir),
+            database=DatabaseAdapter(business),
+            pseudonym_key=pseudonym_key(),
+            ledger=ledger,
+            holds=registry.current,
+            adapters={store: ADAPTERS[store](stack, cfg) for store in stores},
+            bucket_map=cfg.bucket_map,
+            roots=roots(cfg),
+            mode=mode,
+            subject=subject,
+            dry_run=dry_run,
+        )
+        if run is not None:
+            check_same_policies(ctx, run)
+        yield ctx
+
+
+@contextmanager
+def run_context(
+    run: RunInfo, *, subject: str | None = None, stores: Sequence[str] = ()
+) -> Iterator[RunContext]:
+    """The context of a later step of ``run``."""
+    with open_context(
+        run_id=run.run_id,
+        mode=run.mode,
+        now=run.now,
+        dry_run=run.dry_run,
+        subject=subject,
+        stores=stores,
+        run=run,
+    ) as ctx:
+        yield ctx

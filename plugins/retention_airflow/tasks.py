@@ -1,17 +1,21 @@
-"""TaskFlow tasks shared by the retention DAGs.
+"""TaskFlow tasks shared by the retention DAGs: translators between Airflow and ``retention.flow``.
 
-Each task reads what it needs from the Airflow context, calls ``retention_airflow.runner``
-and returns a small summary (counts, digests, no personal data) for XCom. Terminal engine
-errors become ``AirflowFailException`` (retrying cannot help); transient ones are re-raised
-so that the task's retries, with backoff, take over. Every step is idempotent, so a retry
-or a cleared task resumes where the last attempt stopped.
+Each task reads what it needs from the Airflow context (params, the run's ``RunInfo`` and
+earlier results from XCom), opens a ``RunContext`` over the deployment's connections
+(``retention_airflow.clients``), calls one function of ``retention.flow`` and returns its
+typed result as JSON (``retention.serde``): counts, digests, no personal data. The rules
+themselves live in ``retention.flow``, which tests and the benchmark call the same way.
+
+Terminal engine errors become ``AirflowFailException`` (retrying cannot help); transient
+ones are re-raised so that the task's retries, with backoff, take over. Every step is
+idempotent, so a retry or a cleared task resumes where the last attempt stopped.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -20,12 +24,16 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from retention.errors import RetentionError
 from retention.params import check_erasure_params
+from retention.results import CategoryPlan, DatabasePass, Decision, RunInfo, Skip, StepResult
+from retention.serde import from_json, to_json
+from retention.stores import FILE_STORES
 
 log = logging.getLogger(__name__)
 
 POOL_DATABASE = "retention_database"
-POOL_S3 = "retention_s3"
-POOL_SFTP = "retention_sftp"
+FILE_STORE_POOLS = {"s3": "retention_s3", "sftp": "retention_sftp", "filesystem": "retention_filesystem"}
+"""The pool that bounds the connections each file store gets (created by the deployment)."""
+POOLS = (POOL_DATABASE, *FILE_STORE_POOLS.values())
 
 GROUP = "category"
 """The mapped task group: one instance per category (map index = position in the policy order)."""
@@ -51,66 +59,144 @@ def engine_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def erase_task_id(store: str) -> str:
+    return f"erase_{store}"
+
+
+# -- reading the Airflow context ------------------------------------------------------------------
+
+
 def _subject() -> str | None:
     params = get_current_context()["params"]
     return params.get("customer_id") or None
 
 
-def _summary_line(result: Mapping[str, Any]) -> None:
-    kept = sum((result.get("kept") or {}).values())
+def _run(value: Any) -> RunInfo:
+    return from_json(RunInfo, value)
+
+
+def _pull_mapped(task_id: str, n: int) -> list[Any]:
+    """The return values of ``GROUP.task_id`` for map indexes 0..n-1 (None where it did not run)."""
+    ti = get_current_context()["ti"]
+    return [ti.xcom_pull(task_ids=f"{GROUP}.{task_id}", map_indexes=i, default=None) for i in range(n)]
+
+
+def _file_steps(run: RunInfo) -> list[StepResult]:
+    n = len(run.categories)
+    return [
+        from_json(StepResult, value)
+        for store in FILE_STORES
+        for value in _pull_mapped(erase_task_id(store), n)
+        if isinstance(value, dict)
+    ]
+
+
+def _decisions(run: RunInfo) -> dict[str, Decision]:
+    """Category -> the human's decision, for the categories whose plan needed one."""
+    n = len(run.categories)
+    plans: dict[str, CategoryPlan | None] = {}
+    answers: dict[str, Decision | None] = {}
+    for category, plan_value, answer in zip(
+        run.categories, _pull_mapped("plan", n), _pull_mapped("approve", n), strict=True
+    ):
+        plans[category] = from_json(CategoryPlan, plan_value) if isinstance(plan_value, dict) else None
+        chosen = answer.get("chosen_options") if isinstance(answer, dict) else None
+        answers[category] = _HITL.get(chosen[0]) if chosen else None
+    from retention import flow
+
+    return flow.decisions(run, plans, answers)
+
+
+def _database_pass() -> DatabasePass:
+    """The output of ``erase_databases`` (empty if it did not finish: its failure is reported separately)."""
+    value = get_current_context()["ti"].xcom_pull(task_ids="erase_databases", default=None)
+    return from_json(DatabasePass, value) if isinstance(value, dict) else DatabasePass()
+
+
+def _failed_tasks() -> list[str]:
+    """Task instances of this run that failed (the final task runs anyway and must say so)."""
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+    by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
+    return sorted(t for t, state in by_task.items() if state in ("failed", "upstream_failed"))
+
+
+def _skipped(run: RunInfo, database: DatabasePass) -> dict[str, Skip]:
+    from retention import flow
+
+    return {**flow.not_run(_decisions(run)), **database.skipped}
+
+
+def _summary_line(result: StepResult) -> None:
     log.info(
         "SUMMARY category=%s store=%s erased=%s anonymised=%s kept=%s failed=%s verified=%s dry_run=%s",
-        result.get("category"),
-        result.get("store"),
-        result.get("erased"),
-        result.get("anonymised"),
-        kept,
-        result.get("failed"),
-        result.get("verified"),
-        result.get("dry_run"),
+        result.category,
+        result.store,
+        result.erased,
+        result.anonymised,
+        result.kept_total,
+        result.failed,
+        result.verified,
+        result.dry_run,
     )
+
+
+# -- the tasks ------------------------------------------------------------------------------------
 
 
 @task
 @engine_errors
 def prepare_run(mode: str) -> list[str]:
-    """Validate the policies against the live schema and fix the run's clock.
+    """Validate the policies against the live schema and the legal holds in force; fix the run's clock.
 
     Returns the categories (what the per-category task group is mapped over) and
-    pushes the run's settings as XCom ``run`` for every later task.
+    pushes the run's ``RunInfo`` as XCom ``run`` for every later task.
     """
-    from retention_airflow import runner
+    from retention import flow
+    from retention.params import parse_as_of
+    from retention_airflow import clients
 
     ctx = get_current_context()
     params = ctx["params"]
     if mode == "subject":
         check_erasure_params(params)
-    now = runner.parse_now(params.get("as_of"), ctx["dag_run"].run_after)
-    run = runner.prepare(run_id=ctx["run_id"], mode=mode, now=now, dry_run=bool(params.get("dry_run")))
-    ctx["ti"].xcom_push(key="run", value=run)
+    now = parse_as_of(params.get("as_of"), ctx["dag_run"].run_after)
+    with clients.open_context(
+        run_id=ctx["run_id"],
+        mode="subject" if mode == "subject" else "due",
+        now=now,
+        dry_run=bool(params.get("dry_run")),
+    ) as rctx:
+        categories = tuple(rctx.policies.ids)
+        run = flow.prepare(rctx, holds_check=lambda: clients.check_holds(categories, now))
+    ctx["ti"].xcom_push(key="run", value=to_json(run))
     log.info(
         "SUMMARY run=%s mode=%s now=%s dry_run=%s categories=%d policy_set=%s",
-        run["run_id"],
-        mode,
-        run["now"],
-        run["dry_run"],
-        len(run["categories"]),
-        run["policy_set_hash"][:16],
+        run.run_id,
+        run.mode,
+        run.now.isoformat(),
+        run.dry_run,
+        len(run.categories),
+        run.policy_set_hash[:16],
     )
-    return list(run["categories"])
+    return list(run.categories)
 
 
 @task(pool=POOL_DATABASE)
 @engine_errors
 def plan(run: dict[str, Any], category: str) -> dict[str, Any]:
     """Count what the category's run would touch and whether it needs approval (touches nothing)."""
-    from retention_airflow import runner
+    from retention import flow
+    from retention_airflow import clients
 
-    return runner.plan(run, category, _subject())
+    info = _run(run)
+    with clients.run_context(info, subject=_subject()) as ctx:
+        return to_json(flow.plan(ctx, category))  # type: ignore[no-any-return]
 
 
 PLAN_FIELD = (
-    "{{{{ (ti.xcom_pull(task_ids='category.plan', map_indexes=ti.map_index) or {{}}).get('{field}', '') }}}}"
+    "{{{{ ((ti.xcom_pull(task_ids='category.plan', map_indexes=ti.map_index) or {{}}).get('approval') "
+    "or {{}}).get('{field}', '') }}}}"
 )
 """The approval form shows what this category's plan task counted (no personal data)."""
 
@@ -124,8 +210,8 @@ class CapApprovalOperator(ApprovalOperator):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
-            subject=PLAN_FIELD.format(field="approval_subject"),
-            body=PLAN_FIELD.format(field="approval_body"),
+            subject=PLAN_FIELD.format(field="subject"),
+            body=PLAN_FIELD.format(field="body"),
             **kwargs,
         )
 
@@ -138,58 +224,27 @@ class CapApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
 
+_HITL = {CapApprovalOperator.APPROVE: Decision.APPROVED, CapApprovalOperator.REJECT: Decision.REJECTED}
+"""The approval form's options -> the engine's decisions."""
+
+
 @task
 @engine_errors
-def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any]:
-    """Locate, erase and verify one category in one store (the task's pool bounds connections)."""
-    from retention_airflow import runner
+def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any] | None:
+    """Locate, erase and verify one category in one file store (the task's pool bounds connections)."""
+    from retention import flow
+    from retention_airflow import clients
 
-    result = runner.erase(run, category, store, _subject())
-    if result.get("applicable", True):
-        _summary_line(result)
-    else:
+    info = _run(run)
+    if not info.uses(category, store):
         log.info("SUMMARY category=%s store=%s not used by this category", category, store)
-    return result
-
-
-def _pull_mapped(task: str, n: int) -> list[Any]:
-    """The return values of ``GROUP.task`` for map indexes 0..n-1 (None where it did not run)."""
-    ti = get_current_context()["ti"]
-    return [ti.xcom_pull(task_ids=f"{GROUP}.{task}", map_indexes=i, default=None) for i in range(n)]
-
-
-def _file_steps(n: int) -> list[dict[str, Any]]:
-    return [
-        r
-        for store in ("erase_s3", "erase_sftp")
-        for r in _pull_mapped(store, n)
-        if isinstance(r, dict) and r.get("applicable", True)
-    ]
-
-
-def _decisions(run: dict[str, Any], categories: list[str]) -> dict[str, str]:
-    """Category -> "Approve" / "Reject" / "no answer", for the categories that needed approval."""
-    n = len(categories)
-    plans, answers = _pull_mapped("plan", n), _pull_mapped("approve", n)
-    out: dict[str, str] = {}
-    for i, category in enumerate(categories):
-        if (plans[i] or {}).get("needs_approval") and not run["dry_run"]:
-            chosen = answers[i].get("chosen_options") if isinstance(answers[i], dict) else None
-            out[category] = chosen[0] if chosen else "no answer"
-    return out
-
-
-def _not_run(decisions: dict[str, str]) -> dict[str, str]:
-    return {c: ("rejected" if d == "Reject" else d) for c, d in decisions.items() if d != "Approve"}
-
-
-def _failed_tasks() -> list[str]:
-    """Task instances of this run that failed (the final task runs anyway and must say so)."""
-    ctx = get_current_context()
-    ti = ctx["ti"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
-    by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
-    return sorted(t for t, state in by_task.items() if state in ("failed", "upstream_failed"))
+        return None
+    with clients.run_context(info, subject=_subject(), stores=(store,)) as ctx:
+        result = flow.erase_files(ctx, info, category, store)
+    if result is None:
+        return None
+    _summary_line(result)
+    return to_json(result)  # type: ignore[no-any-return]
 
 
 @task(pool=POOL_DATABASE, trigger_rule="all_done")
@@ -200,62 +255,76 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
     One ordered task, not one per category: a category's rows may be referenced by
     rows of a category that runs before it (documents -> translation jobs).
     """
-    from retention_airflow import runner
+    from retention import flow
+    from retention_airflow import clients
 
-    n = len(categories)
-    out = runner.database_pass(run, _file_steps(n), _not_run(_decisions(run, categories)), _subject())
-    for r in out["results"]:
+    info = _run(run)
+    with clients.run_context(info, subject=_subject()) as ctx:
+        out = flow.database_pass(ctx, _file_steps(info), flow.not_run(_decisions(info)))
+    for r in out.results:
         _summary_line(r)
-    for category, why in out["skipped"].items():
-        log.info("SUMMARY category=%s store=database not erased now: %s", category, why)
-    return out
-
-
-def _database_pass() -> dict[str, Any]:
-    """The output of ``erase_databases`` ({} if it did not finish: its failure is reported separately)."""
-    out = get_current_context()["ti"].xcom_pull(task_ids="erase_databases", default=None)
-    return out if isinstance(out, dict) else {}
-
-
-def _all_results(n: int, database: dict[str, Any]) -> list[dict[str, Any]]:
-    return _file_steps(n) + list(database.get("results") or [])
+    for category, skip in out.skipped.items():
+        log.info("SUMMARY category=%s store=database not erased now: %s", category, skip.words())
+    return to_json(out)  # type: ignore[no-any-return]
 
 
 @task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
 @engine_errors
 def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
     """Record approvals, verify the ledger chain, write the run summary; fail if anything is unproven."""
-    from retention_airflow import runner
+    from retention import flow
+    from retention_airflow import clients
 
+    info = _run(run)
     database = _database_pass()
-    decisions = _decisions(run, categories)
-    skipped = {**_not_run(decisions), **(database.get("skipped") or {})}
-    summary = runner.finish(run, decisions, _all_results(len(categories), database), skipped, _failed_tasks())
+    with clients.run_context(info) as ctx:
+        summary = flow.finish(
+            ctx,
+            info,
+            _decisions(info),
+            [*_file_steps(info), *database.results],
+            _skipped(info, database),
+            _failed_tasks(),
+        )
     log.info(
         "SUMMARY run=%s erased=%s anonymised=%s kept=%s failed=%s chain_ok=%s",
-        summary["run_id"],
-        summary["erased"],
-        summary["anonymised"],
-        summary["kept"],
-        summary["failed"],
-        summary["chain_ok"],
+        summary.run_id,
+        summary.totals.erased,
+        summary.totals.anonymised,
+        summary.totals.kept,
+        summary.totals.failed,
+        summary.proof.chain_ok,
     )
-    return summary
+    return to_json(summary)  # type: ignore[no-any-return]
 
 
 @task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
 @engine_errors
 def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
     """Build the erasure receipt, store it (JSON + Markdown) in S3 and reference it from the ledger."""
-    from retention_airflow import runner
+    from retention import flow
+    from retention.receipt import store_receipt
+    from retention_airflow import clients
 
     params = get_current_context()["params"]
     check_erasure_params(params)
+    info = _run(run)
     database = _database_pass()
-    skipped = dict(database.get("skipped") or {})
-    receipt = runner.receipt(
-        run, params["customer_id"], params, _all_results(len(categories), database), skipped, _failed_tasks()
-    )
+    cfg = clients.settings()
+
+    def sink(doc: Any) -> dict[str, str]:
+        return store_receipt(clients.s3_client(), cfg.receipts_bucket, cfg.receipts_prefix, doc)
+
+    with clients.run_context(info, subject=params["customer_id"]) as ctx:
+        receipt = flow.finish_request(
+            ctx,
+            info,
+            flow.ReceiptRequest(request_ref=params["request_ref"], reason=params["reason"]),
+            [*_file_steps(info), *database.results],
+            dict(database.skipped),
+            _failed_tasks(),
+            sink=sink,
+        )
     log.info(
         "SUMMARY request=%s erased=%s anonymised=%s kept=%s verified=%s",
         params["request_ref"],

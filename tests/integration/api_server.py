@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.services import LOOPBACK, free_port, log_tail
+from harness.airflow_setup import db_migrate
+from harness.server_process import LOOPBACK, free_port, log_tail
 
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -88,18 +89,10 @@ def airflow_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
 
 def migrate(home: Path, env: Mapping[str, str] | None = None) -> None:
     """``airflow db migrate`` for ``home`` (with ``env``, else this process's environment); fail loudly."""
-    log = home / "db-migrate.log"
-    with log.open("ab") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=None if env is None else dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
-        )
-    if result.returncode != 0:
-        pytest.fail(f"airflow db migrate exited with code {result.returncode}:\n{log_tail(log)}")
+    try:
+        db_migrate(env, home / "db-migrate.log", timeout=300)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @contextmanager

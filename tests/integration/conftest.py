@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from harness.world import NOW, World, WorldSize, generate
-from retention.adapters.database import DatabaseAdapter
-from retention.adapters.s3 import S3Adapter
-from retention.adapters.sftp import SftpAdapter
-from retention.engine import Mode, RunContext
-from retention.holds import HoldRegistry
+from harness.context import engine_context
+from harness.world_rules import NOW
+from harness.world_size import WorldSize
+from harness.world_stores import generate
+from harness.world_truth import World
+from retention.engine import RunContext
 from retention.ledger import Ledger
 from retention.policy import PolicySet, load_policies
+from retention.results import Mode
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 PSEUDONYM_KEY = b"test-pseudonym-key-0123456789abcdef"
@@ -47,22 +46,20 @@ class WorldEnv:
         sftp_client: Any = None,
     ) -> RunContext:
         """A RunContext over the real stores, with the ledger and holds in the business database."""
-        return RunContext(
-            # letters only: the ledger refuses long digit runs (they look like phone numbers)
-            run_id=run_id or "test__" + "".join(random.choices(string.ascii_lowercase, k=12)),
+        return engine_context(
+            self.engine,
+            self.policies,
             now=NOW,
-            policies=self.policies,
-            database=DatabaseAdapter(self.engine, batch_size=50),
             pseudonym_key=PSEUDONYM_KEY,
-            ledger=Ledger(self.engine),
-            holds=HoldRegistry(self.engine).current,
-            s3=S3Adapter(self.s3_client),
-            sftp=SftpAdapter(sftp_client or self.sftp_client),
-            bucket_map={"alleskar-documents": self.bucket},
+            s3_client=self.s3_client,
+            sftp_client=sftp_client or self.sftp_client,
+            bucket=self.bucket,
             archive_root=self.archive_root,
             mode=mode,
             subject=subject,
             dry_run=dry_run,
+            run=run_id,
+            batch_size=50,
         )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.world import NOW, TABLES
+from harness.world_rules import NOW, TABLES
 from retention.adapters.database import REDACTED
 from retention.ledger import Ledger
 from retention.policy import load_policies
@@ -199,7 +199,9 @@ def test_rejected_category_keeps_all_its_rows_and_the_rest_is_erased(
     assert redacted["customers"] == set(), "customers anonymised although correspondence was rejected"
     assert redacted["interpreting_assignments"] == expected["interpreting_assignments"]["anonymised"]
     skips = Ledger(env.engine).entries(run_id=run.run_id, category=BLOCKED, limit=1000)
-    assert [e["reason"] for e in skips if e["outcome"] == "skipped"] == [f"blocked: {TIGHT} did not complete"]
+    assert [(e["reason"], e["detail"]) for e in skips if e["outcome"] == "skipped"] == [
+        ("blocked_by_dependency", {"blocked_by": TIGHT})
+    ]
     assert _approval_outcomes(env, run.run_id) == ["approval_requested", "rejected"]
     outcomes = Ledger(env.engine).outcomes_for_run(run.run_id)
     assert not [k for k in outcomes if k[0] == TIGHT and k[2] in ("erased", "anonymised")], outcomes

@@ -14,8 +14,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from harness.world import NOW, TABLES, Profile
+from harness.world_rules import NOW, TABLES
+from harness.world_truth import Profile
 from retention.ledger import Ledger
+from retention.results import RunSummary
+from retention.serde import from_json
 from tests.integration.conftest import POLICY_DIR, PSEUDONYM_KEY, WorldEnv
 from tests.integration.test_engine_world import archive_files, s3_keys, table_ids
 
@@ -114,10 +117,10 @@ def test_second_nightly_run_erases_nothing_and_says_so(airflow_world: WorldEnv) 
     second = nightly.test(run_conf={"dry_run": False, "as_of": NOW.isoformat()})
     assert second.state == "success"
     assert table_ids(env) == after_first
-    summary = _xcom(second, "finish_nightly")
-    assert summary["erased"] == 0 and summary["anonymised"] == 0 and summary["chain_ok"]
+    summary = from_json(RunSummary, _xcom(second, "finish_nightly"))
+    assert summary.totals.erased == 0 and summary.totals.anonymised == 0 and summary.proof.chain_ok
     # What is found again is only what legal holds keep.
-    assert 0 < summary["located"] <= summary["kept"]
+    assert 0 < summary.totals.located <= summary.totals.kept
     ledger = Ledger(env.engine)
     assert any(e["outcome"] == "summary" and e["count"] == 0 for e in ledger.entries(run_id=second.run_id))
 
@@ -130,11 +133,11 @@ def test_dry_run_plans_and_touches_nothing(airflow_world: WorldEnv) -> None:
     assert run.state == "success"
     assert (table_ids(env), s3_keys(env), archive_files(env)) == before
     assert Ledger(env.engine).count() == ledger_before + 1  # only the run summary
-    summary = _xcom(run, "finish_nightly")
+    summary = from_json(RunSummary, _xcom(run, "finish_nightly"))
     expected = env.world.expected_after_nightly()
     due_rows = sum(len(e["deleted"]) + len(e["anonymised"]) for e in expected.values())
-    assert summary["dry_run"] and summary["erased"] == 0
-    assert summary["located"] >= due_rows
+    assert summary.dry_run and summary.totals.erased == 0
+    assert summary.totals.located >= due_rows
 
 
 def test_customer_erasure_dag_erases_the_customer_and_writes_the_receipt(airflow_world: WorldEnv) -> None:

@@ -16,7 +16,7 @@ from retention.adapters.base import HoldSet
 from retention.adapters.database import REDACTED, DatabaseAdapter, RowSelection, TableTarget
 from retention.clock import Cutoff
 from retention.errors import TerminalError, UnknownLocationError
-from retention.policy import FieldRule
+from retention.locations import FieldRule
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
 CUTOFF = Cutoff(

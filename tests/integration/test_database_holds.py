@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from retention.adapters.base import HoldSet
+from retention.adapters.base import HoldSet, VerifyOutcome
 from retention.adapters.database import DatabaseAdapter, RowSelection, TableTarget
 from retention.clock import Cutoff
 
@@ -178,10 +178,11 @@ def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(empty_db: En
     day = timedelta(days=1)
     assert registry.current("invoices", NOW) == HoldSet()
     registry.add(reason="Retssag A", subject="17", now=NOW - day)
-    registry.add(reason="Retssag B", subject="18", category="invoices", now=NOW - day)
-    registry.add(reason="Retssag C", subject="19", category="documents", now=NOW - day)
+    known = ("invoices", "documents")
+    registry.add(reason="Retssag B", subject="18", category="invoices", categories=known, now=NOW - day)
+    registry.add(reason="Retssag C", subject="19", category="documents", categories=known, now=NOW - day)
     registry.add(reason="Tilsyn", prefix="12/34", now=NOW - day)
-    registry.add(reason="Tilsyn", prefix="56", category="invoices", now=NOW - day)
+    registry.add(reason="Tilsyn", prefix="56", category="invoices", categories=known, now=NOW - day)
     registry.add(reason="Udløbet", subject="20", until=NOW - day / 2, now=NOW - day)
     registry.release(registry.add(reason="Frigivet", subject="21", now=NOW - day), now=NOW - day / 2)
     assert registry.current("invoices", NOW) == HoldSet(
@@ -189,3 +190,184 @@ def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(empty_db: En
     )
     documents = HoldSet(subjects=frozenset({"17", "19"}), prefixes=("12/34",))
     assert registry.current("documents", NOW) == documents
+
+
+# -- issue #10.3: holds validated when added, checked when read, one canonical form --------------
+
+
+def _insert_hold(engine: Engine, subject: str | None = None, prefix: str | None = None, **values: Any) -> int:
+    """A hold written by hand with SQL, past every check of ``HoldRegistry.add``."""
+    from retention.holds import HoldRegistry
+
+    HoldRegistry(engine).ensure_schema()
+    row = {"subject": subject, "prefix": prefix, "category": None, "reason": "by hand", **values}
+    with engine.begin() as c:
+        return int(
+            c.execute(
+                sa.text(
+                    "INSERT INTO retention_legal_holds (subject, prefix, category, reason, created_at) "
+                    "VALUES (:subject, :prefix, :category, :reason, :created_at) RETURNING id"
+                ).bindparams(sa.bindparam("created_at", type_=sa.DateTime(timezone=True))),
+                {**row, "created_at": NOW - timedelta(days=1)},
+            ).scalar_one()
+        )
+
+
+def _erase_all(adapter: DatabaseAdapter, target: TableTarget) -> int:
+    return sum(adapter.erase(target, batch).erased for batch in adapter.locate(target))
+
+
+@pytest.mark.parametrize("written", ["042", "٤٢"])
+def test_the_forms_the_stores_read_differently_are_refused_when_a_hold_is_added(
+    db: Engine, written: str
+) -> None:
+    """The bug: the database read "042" and "٤٢" as customer 42 and kept its rows, while S3 and SFTP
+    compare the record's subject as text ("42") and erased its files. Such a hold is now refused."""
+    from retention.errors import TerminalError
+    from retention.holds import HoldRegistry
+
+    as_written = HoldSet(subjects=frozenset({written}))
+    adapter = DatabaseAdapter(db)
+    target = TableTarget("c", selection(), table="items", action="delete", holds=lambda: as_written)
+    owner_42_due = {i for i in range(1, ROWS + 1) if i % 100 == 42 and i % 3}
+    assert adapter.verify(target).kept == len(owner_42_due)  # the rows: held
+    assert not as_written.subject_held(str(42))  # the files of the same customer: not held
+
+    registry = HoldRegistry(db)
+    registry.ensure_schema()
+    with pytest.raises(TerminalError, match="hold subject must be the internal customer id") as refused:
+        registry.add(reason="Retssag BS-1234/2026", subject=written, now=NOW)
+    assert written not in str(refused.value)
+    assert registry.check_stored(["c"], NOW) == 0
+
+
+def test_a_canonical_hold_keeps_the_customer_in_the_database_and_in_the_file_stores(db: Engine) -> None:
+    from retention.adapters.s3 import S3Version, _held
+    from retention.adapters.tree import TreeItem, held, subject_of
+    from retention.holds import HoldRegistry
+
+    registry = HoldRegistry(db)
+    registry.ensure_schema()
+    registry.add(reason="Retssag BS-1234/2026", subject="42", now=NOW - timedelta(days=1))
+    target = TableTarget(
+        "c", selection(), table="items", action="delete", holds=lambda: registry.current("c", NOW)
+    )
+    adapter = DatabaseAdapter(db, batch_size=500)
+
+    records = {i: {"id": i, "owner": i % 100} for i in range(1, ROWS + 1)}
+    erased = _erase_all(adapter, target)
+
+    due = {i for i in records if i % 3}
+    owner_42 = {i for i in due if records[i]["owner"] == 42}
+    assert erased == len(due - owner_42)
+    assert remaining_ids(db) >= owner_42 and adapter.verify(target) == VerifyOutcome(0, len(owner_42))
+    holds = registry.current("c", NOW)
+    for i in due:
+        subject = subject_of(records[i], "owner")  # the record's subject as the file stores read it
+        in_files = held(holds, TreeItem(f"{i}.pdf", subject)) or _held(
+            S3Version(f"documents/{i}.pdf", "v1", False, frozenset({str(subject)})), holds
+        )
+        assert in_files == (i in owner_42) == (i in remaining_ids(db))
+
+
+@pytest.mark.parametrize("stored", ["042", "²", "٤٢", "42 "])
+def test_a_bad_stored_subject_fails_before_anything_is_erased(db: Engine, stored: str) -> None:
+    """ "²" passes str.isdigit() and then int() raised ValueError deep in the adapter, on every run."""
+    from retention.errors import TerminalError
+    from retention.holds import HoldRegistry
+
+    registry = HoldRegistry(db)
+    registry.ensure_schema()
+    registry.add(reason="Retssag A", subject="17", now=NOW - timedelta(days=1))
+    bad = _insert_hold(db, subject=stored)
+    target = TableTarget(
+        "c", selection(), table="items", action="delete", holds=lambda: registry.current("c", NOW)
+    )
+    adapter = DatabaseAdapter(db)
+
+    with pytest.raises(TerminalError, match=f"^legal hold {bad} is invalid: its subject") as read:
+        registry.current("c", NOW)
+    with pytest.raises(TerminalError, match=f"^legal hold {bad} is invalid: its subject") as checked:
+        registry.check_stored(["c"], NOW)
+    with pytest.raises(TerminalError, match=f"legal hold {bad}"):
+        _erase_all(adapter, target)
+    assert stored.strip() not in str(read.value) + str(checked.value)
+    assert remaining_ids(db) == set(range(1, ROWS + 1))
+
+
+@pytest.mark.parametrize(
+    ("hand_written", "problem"),
+    [
+        ({"subject": "17", "category": "invoice"}, "not one of the policy set's categories"),
+        ({"prefix": "/etc/"}, "absolute"),
+        ({"prefix": "documents/17/ "}, "whitespace"),
+        ({"subject": "17", "reason": ""}, "needs a reason"),
+    ],
+)
+def test_check_stored_refuses_a_hand_written_hold_that_can_never_match(
+    empty_db: Engine, hand_written: dict[str, Any], problem: str
+) -> None:
+    from retention.errors import TerminalError
+    from retention.holds import HoldRegistry
+
+    registry = HoldRegistry(empty_db)
+    registry.ensure_schema()
+    registry.add(reason="Retssag A", subject="17", category="invoices", categories=["invoices"], now=NOW)
+    assert registry.check_stored(["invoices", "documents"], NOW) == 1
+    bad = _insert_hold(empty_db, **hand_written)
+    with pytest.raises(TerminalError, match=problem) as refused:
+        registry.check_stored(["invoices", "documents"], NOW)
+    assert str(refused.value).startswith(f"legal hold {bad} is invalid")
+    registry.release(bad, now=NOW)
+    assert registry.check_stored(["invoices", "documents"], NOW + timedelta(seconds=1)) == 1
+
+
+def test_prepare_fails_the_run_on_an_invalid_hold_before_anything_is_erased(empty_db: Engine) -> None:
+    from harness.context import engine_context
+    from harness.world_schema import create_schema
+    from retention import flow
+    from retention.errors import TerminalError
+    from retention.holds import HoldRegistry
+    from retention.policy import load_policies
+    from tests.integration.conftest import POLICY_DIR, PSEUDONYM_KEY
+
+    create_schema(empty_db)
+    registry = HoldRegistry(empty_db)
+    registry.ensure_schema()
+    ctx = engine_context(empty_db, load_policies(POLICY_DIR), now=NOW, pseudonym_key=PSEUDONYM_KEY)
+    categories = ctx.policies.ids
+    registry.add(reason="Retssag A", subject="17", category=categories[0], categories=categories, now=NOW)
+    checked: list[int] = []
+
+    run = flow.prepare(ctx, holds_check=lambda: checked.append(registry.check_stored(categories, NOW)))
+    assert checked == [1] and run.categories == tuple(categories)
+
+    bad = _insert_hold(empty_db, subject="17", category="invoice")
+    with pytest.raises(TerminalError, match=f"legal hold {bad} is invalid"):
+        flow.prepare(ctx, holds_check=lambda: registry.check_stored(categories, NOW))
+    assert flow.prepare(ctx).run_id == ctx.run_id  # without a check (run_all), as before
+
+
+def test_the_airflow_task_checks_the_registry_of_the_ledger_connection(
+    empty_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from retention.errors import TerminalError
+    from retention.holds import HoldRegistry
+    from retention_airflow import clients
+
+    url = empty_db.url
+    if url.get_backend_name() == "sqlite":
+        conn: dict[str, Any] = {"conn_type": "sqlite", "host": url.database}
+    else:
+        conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username}
+        conn |= {"schema": url.database, "password": url.password}
+    monkeypatch.setenv("AIRFLOW_CONN_RETENTION_LEDGER", json.dumps(conn))
+    registry = HoldRegistry(empty_db)
+    registry.ensure_schema()
+    registry.add(reason="Retssag A", prefix="documents/17/", now=NOW - timedelta(days=1))
+    assert clients.check_holds(["documents"], NOW) == 1
+    bad = _insert_hold(empty_db, subject="0042")
+    with pytest.raises(TerminalError, match=f"legal hold {bad} is invalid: its subject .* leading zero"):
+        clients.check_holds(["documents"], NOW)

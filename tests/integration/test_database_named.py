@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from retention.adapters.base import Batch, HoldSet
 from retention.adapters.database import DatabaseAdapter, RowSelection, TableTarget
 from retention.clock import Cutoff
-from retention.policy import FieldRule
+from retention.locations import FieldRule
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
 CUTOFF = Cutoff(

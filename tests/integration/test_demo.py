@@ -20,26 +20,15 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from harness.demo import (
-    MARKER,
-    DemoError,
-    ProcessRecord,
-    State,
-    airflow_components,
-    airflow_env,
-    choose_customer,
-    ledger_cells,
-    policy_stores,
-    prepare_demo_dir,
-    render_table,
-    run_entries,
-    sqlite_conn,
-    stop_demo,
-    write_private,
-)
-from harness.world import Fate
-from retention.engine import CategoryPlan, run_all
+from harness.airflow_setup import airflow_components, airflow_env, write_private
+from harness.demo_config import DemoError, policy_stores
+from harness.demo_stores import choose_customer, sqlite_conn
+from harness.demo_summary import ledger_cells, render_table, run_entries
+from harness.processes import MARKER, ProcessRecord, State, prepare_demo_dir, stop_demo
+from harness.world_truth import Fate
+from retention.flow import run_all
 from retention.policy import load_policies
+from retention.results import CategoryPlan
 from tests.integration.conftest import POLICY_DIR, WorldEnv
 
 TIGHT = "marketing_consents"
@@ -81,7 +70,7 @@ def test_summary_of_an_engine_run_matches_the_world(world_env: WorldEnv, tmp_pat
         cell, want = cells[(category, "database")], expected[table]
         if category == TIGHT or category in blocked:
             assert (cell.erased, cell.anonymised, cell.verified) == (0, 0, None)
-            assert ("needs_approval" if category == TIGHT else f"blocked: {TIGHT}") in cell.note
+            assert ("awaiting approval" if category == TIGHT else f"blocked by {TIGHT}") in cell.note
             continue
         assert (cell.erased, cell.anonymised) == (want["deleted"], want["anonymised"]), category
         assert cell.kept.get("legal_hold", 0) == want["kept_hold"], category
@@ -102,7 +91,7 @@ def test_summary_of_an_engine_run_matches_the_world(world_env: WorldEnv, tmp_pat
         str(sum(sum(c.kept.values()) for c in cells.values())),
     ]
     tight_row = next(line for line in lines if line.startswith(TIGHT))
-    assert "needs_approval" in tight_row
+    assert "awaiting approval" in tight_row
     for cid in range(1, world.size.customers + 1):
         canary = world.canaries(cid)
         for value in (canary.name, canary.email, canary.phone):
@@ -190,7 +179,7 @@ def test_stop_without_a_demo_does_nothing(tmp_path: Path) -> None:
 
 
 def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
-    from harness.demo import terminate
+    from harness.processes import terminate
 
     proc = subprocess.Popen(
         ["bash", "-c", "trap '' TERM; sleep 300 & wait"],

@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from harness.world import TABLES, Profile
+from harness.world_rules import TABLES
+from harness.world_truth import Profile
 from retention.adapters.database import REDACTED
 from retention.adapters.s3 import S3Adapter
-from retention.engine import CategoryPlan, execute_step, plan_category, run_all
+from retention.engine import execute_step, plan_category
 from retention.errors import VerificationError
+from retention.flow import RunOutcome, run_all
 from retention.ledger import Ledger
+from retention.results import CategoryPlan, Reason
 from tests.integration.conftest import WorldEnv
 
 
@@ -89,8 +92,8 @@ def test_nightly_erases_exactly_what_is_due_in_all_three_stores(world_env: World
     assert set(world.unrelated_objects) <= set(keys_after)
     assert archive_files(env) == files_before - world.archive_paths_expected_gone()
 
-    steps = [r for r in results if "store" in r]
-    assert steps and all(r["verified"] for r in steps)
+    assert results.results and all(r.verified for r in results.results)
+    assert results.summary is not None and results.summary.proof.ok
     assert Ledger(env.engine).verify_chain().ok
     by_outcome = Ledger(env.engine).outcomes_for_run(ctx.run_id)
     erased_rows = sum(
@@ -103,7 +106,7 @@ def test_nightly_erases_exactly_what_is_due_in_all_three_stores(world_env: World
     # A second run finds nothing and says so.
     again = env.context()
     second = run_all(again, approved=approve_all)
-    assert all(r.get("erased", 0) == 0 and r.get("anonymised", 0) == 0 for r in second)
+    assert all(r.erased == 0 and r.anonymised == 0 for r in second.results)
     assert table_ids(env) == after
     assert ("translation_documents", "s3", "verified") in Ledger(env.engine).outcomes_for_run(again.run_id)
 
@@ -114,8 +117,8 @@ def test_dry_run_touches_nothing(world_env: WorldEnv) -> None:
     ledger_before = Ledger(env.engine).count()
     results = run_all(env.context(dry_run=True), approved=approve_all)
     assert (table_ids(env), s3_keys(env), archive_files(env)) == before
-    assert Ledger(env.engine).count() == ledger_before
-    located = {(r["category"], r["store"]): r["located"] for r in results if "store" in r}
+    assert Ledger(env.engine).count() == ledger_before + 1  # only the run summary, as the DAG writes it
+    located = {(r.category, r.store): r.located for r in results.results}
     expected = env.world.expected_after_nightly()
     assert located[("correspondence", "database")] == len(expected["correspondence"]["deleted"])
 
@@ -132,9 +135,8 @@ def test_cap_exceeded_waits_for_approval_and_erases_nothing(world_env: WorldEnv)
         tuple(tight if p.id == "correspondence" else p for p in env.policies.policies), env.policies.sources
     )
     results = run_all(ctx, approved=lambda p: False)
-    assert {"category": "correspondence", "skipped": "needs_approval"}.items() <= next(
-        r for r in results if r.get("category") == "correspondence"
-    ).items()
+    assert results.skipped["correspondence"].reason is Reason.AWAITING_APPROVAL
+    assert not any(r.category == "correspondence" for r in results.results)
     assert table_ids(env)["correspondence"] == before
     assert ("correspondence", "*", "approval_requested") in Ledger(env.engine).outcomes_for_run(ctx.run_id)
 
@@ -171,9 +173,9 @@ def test_customer_erasure_erases_that_customer_only_and_keeps_invoices_by_law(wo
     assert {k: v for k, v in keys_before.items() if k not in inv.s3_objects} == s3_keys(env)
     assert not (inv.archive_paths & archive_files(env))
 
-    kept = next(r["kept_by_law"] for r in results if r.get("category") == "invoices" and "kept_by_law" in r)
-    assert kept["count"] == len(inv.rows["invoices"]) and "Bogføringsloven" in kept["law"]
-    assert kept["until_earliest"] > "2026-06-15"
+    kept = next(r.kept_by_law for r in results.results if r.category == "invoices" and r.kept_by_law)
+    assert kept.count == len(inv.rows["invoices"]) and "Bogføringsloven" in kept.law
+    assert kept.until_earliest > "2026-06-15"
 
 
 def test_erasure_of_a_held_customer_keeps_everything_and_says_why(world_env: WorldEnv) -> None:
@@ -184,7 +186,7 @@ def test_erasure_of_a_held_customer_keeps_everything_and_says_why(world_env: Wor
     results = run_all(env.context(mode="subject", subject=str(cid)))
     assert table_ids(env) == before
     assert set(inv.s3_objects) <= set(s3_keys(env))
-    kept = sum(r.get("kept", {}).get("legal_hold", 0) for r in results)
+    kept = sum(r.kept.get(Reason.LEGAL_HOLD, 0) for r in results.results)
     assert kept >= len(inv.s3_objects)
 
 
@@ -215,7 +217,7 @@ def test_a_version_written_between_erase_and_verify_fails_the_step_loudly(world_
             return super().verify(target)
 
     ctx = env.context()
-    ctx.s3 = LateWriter(env.s3_client)
+    ctx.adapters = {**ctx.adapters, "s3": LateWriter(env.s3_client)}
     with pytest.raises(VerificationError, match="1 item"):
         execute_step(env.policies.get("translation_documents"), "s3", ctx)
     assert ("translation_documents", "s3", "verify_failed") in Ledger(env.engine).outcomes_for_run(ctx.run_id)
@@ -238,7 +240,7 @@ def test_nightly_and_a_customer_erasure_at_the_same_time_do_not_corrupt_each_oth
     expected = world.expected_after_nightly()
     before = table_ids(env)
     errors: list[BaseException] = []
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, RunOutcome] = {}
 
     def run(name: str, **kw: Any) -> None:
         try:
@@ -260,7 +262,7 @@ def test_nightly_and_a_customer_erasure_at_the_same_time_do_not_corrupt_each_oth
         assert after[table] == before[table] - expected[table]["deleted"] - inv.rows[table], table
     assert not (set(inv.s3_objects) & set(s3_keys(env)))
     assert Ledger(env.engine).verify_chain().ok
-    assert all(r.get("verified", True) for rs in results.values() for r in rs)
+    assert all(r.verified for rs in results.values() for r in rs.results)
 
 
 def test_each_range_is_announced_before_it_is_erased_and_outcomes_survive_a_failure(

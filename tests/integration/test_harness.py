@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import paramiko
 import pytest
 from sqlalchemy import Engine, inspect, text
 
+from harness.clients import sftp_session
 from harness.services import (
     LOOPBACK,
     PostgresServer,
@@ -98,6 +100,19 @@ def test_sftp_hook_refuses_a_wrong_host_key(
     wrong = sftp_server.airflow_conn_json(host_key_line=impostor)
     monkeypatch.setenv("AIRFLOW_CONN_ARCHIVE_SFTP_WRONG", wrong)
     with pytest.raises(paramiko.BadHostKeyException), _sftp_hook("archive_sftp_wrong").get_managed_conn():
+        pass
+
+
+def test_the_pinned_sftp_session_writes_and_refuses_a_wrong_host_key(
+    sftp_server: SftpServer, archive_root: str, tmp_path: Path
+) -> None:
+    with sftp_session(sftp_server.spec) as sftp:
+        with sftp.open(f"{archive_root}/pinned.txt", "wb") as handle:
+            handle.write(b"pinned")
+        assert sftp.stat(f"{archive_root}/pinned.txt").st_size == len(b"pinned")
+    wrong_key = generate_ed25519_key(tmp_path / "impostor")
+    impostor = dataclasses.replace(sftp_server.spec, host_key_line=wrong_key)
+    with pytest.raises(paramiko.BadHostKeyException), sftp_session(impostor):
         pass
 
 

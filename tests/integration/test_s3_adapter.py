@@ -9,14 +9,14 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 
-from harness.services import S3_KEY, S3_REGION
+from harness.clients import s3_client
 from retention.adapters.base import EraseOutcome, HoldSet, HoldSource, Record, no_holds
 from retention.adapters.s3 import MAX_BATCH, S3Adapter, S3Target
 from retention.errors import TransientError, UnknownLocationError, UnsafeTargetError
+from retention.results import Reason
 
 
 def put_versions(client: Any, bucket: str, key: str, n: int = 2, **extra: Any) -> list[str]:
@@ -183,8 +183,8 @@ def test_object_lock_retention_and_legal_hold_are_kept_with_their_until_date(
 
     outcome = run(adapter, t)
 
-    assert (outcome.erased, outcome.failed, outcome.kept) == (2, 0, {"object_lock": 3})
-    assert outcome.kept_until == {"object_lock": latest.isoformat(timespec="seconds")}
+    assert (outcome.erased, outcome.failed, outcome.kept) == (2, 0, {Reason.STORAGE_LOCK: 3})
+    assert outcome.kept_until == {Reason.STORAGE_LOCK: latest.isoformat(timespec="seconds")}
     assert stored(s3_client, bucket) == locked
     verified = adapter.verify(t)
     assert (verified.remaining, verified.kept) == (0, 3)
@@ -278,14 +278,7 @@ def test_an_unsafe_rendered_key_is_refused_before_any_listing(
 
 
 def test_a_connection_failure_is_transient() -> None:
-    dead = boto3.client(
-        "s3",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_KEY,
-        region_name=S3_REGION,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-    )
+    dead = s3_client("http://127.0.0.1:9", config=Config(retries={"max_attempts": 1}, connect_timeout=1))
     adapter = S3Adapter(dead)
 
     with pytest.raises(TransientError, match="my-bucket"):

@@ -12,7 +12,10 @@ import pytest
 from paramiko import SFTPClient
 from sqlalchemy import Engine, text
 
-from harness.world import NOW, RULES, TABLES, Fate, World, WorldSize, generate
+from harness.world_rules import NOW, RULES, TABLES
+from harness.world_size import WorldSize
+from harness.world_stores import generate
+from harness.world_truth import Fate, World
 from retention.holds import HoldRegistry
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.run import (
+from bench.results import (
     STORE_FIELDS,
     TARGETS,
     Sizes,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.world import create_schema
+from harness.world_schema import create_schema
 from retention.cli import DEFAULT_FOLDER, main
 
 

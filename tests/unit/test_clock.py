@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from retention.clock import cutoff_for, shift, until_for
+from retention.clock import cutoff_for, local_naive, shift, until_for
+from retention.errors import ClockError, RetentionError
 from retention.policy import Period, Retention
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -112,3 +114,41 @@ def test_cutoff_is_never_early_over_a_year_of_hourly_nows(period: str) -> None:
         ends = shift(local, p, +1).replace(tzinfo=CPH)
         assert ends.astimezone(UTC) <= t + timedelta(hours=1), (period, t)  # +1h: a folded hour maps back
         t += timedelta(hours=7)
+
+
+def test_a_naive_now_is_a_terminal_clock_error() -> None:
+    with pytest.raises(ClockError, match="timezone-aware") as raised:
+        cutoff_for(rule("P1Y"), datetime(2026, 6, 15, 2, 0))
+    assert isinstance(raised.value, RetentionError) and raised.value.terminal is True
+    assert not isinstance(raised.value, ValueError)  # the Airflow edge would retry it as transient
+    with pytest.raises(ClockError):
+        local_naive(datetime(2026, 6, 15))
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [
+        pytest.param(
+            lambda: cutoff_for(rule("P100Y"), datetime(50, 1, 1, tzinfo=UTC)), id="cutoff-before-year-1"
+        ),
+        pytest.param(
+            lambda: cutoff_for(rule("P5Y", "end_of_financial_year"), datetime(3, 6, 1, tzinfo=UTC)),
+            id="fy-boundary-before-year-1",
+        ),
+        pytest.param(lambda: until_for(rule("P5Y"), date(9999, 6, 30)), id="until-after-9999"),
+        pytest.param(lambda: until_for(rule("P1D"), date(9999, 12, 31)), id="day-after-9999-12-31"),
+        pytest.param(
+            lambda: until_for(rule("P1Y"), datetime(9999, 12, 31, 23, 30, tzinfo=UTC)), id="local-after-9999"
+        ),
+        pytest.param(
+            lambda: until_for(rule("P1Y", "end_of_financial_year"), date(9999, 3, 1)), id="fy-after-9999"
+        ),
+        pytest.param(lambda: shift(datetime(9999, 6, 1), Period(years=1), +1), id="shift-after-9999"),
+        pytest.param(lambda: shift(datetime(1, 1, 15), Period(days=30), -1), id="shift-before-year-1"),
+    ],
+)
+def test_a_date_beyond_the_calendar_is_a_terminal_clock_error(compute: Callable[[], object]) -> None:
+    with pytest.raises(ClockError, match="leaves the calendar") as raised:
+        compute()
+    assert isinstance(raised.value, RetentionError) and raised.value.terminal is True
+    assert not isinstance(raised.value, (ValueError, OverflowError))

@@ -133,7 +133,7 @@ def business_schema_sql() -> str:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from harness.world import metadata
+    from harness.world_schema import metadata
 
     dialect = postgresql.dialect()
     statements = []
@@ -471,7 +471,7 @@ def test_airflow_init_migrates_creates_the_admin_and_the_pools_the_tasks_use(par
             name, slots, description = words[4:7]
             pools[name] = int(slots)
             assert description
-    assert set(pools) == {tasks.POOL_DATABASE, tasks.POOL_S3, tasks.POOL_SFTP}
+    assert set(pools) == set(tasks.POOLS)
     assert all(slots >= 1 for slots in pools.values()), pools
     assert script.index("/entrypoint airflow version") < script.index("pools set"), (
         "pools need the migrated DB"

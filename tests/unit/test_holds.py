@@ -13,9 +13,11 @@ from sqlalchemy import Engine
 from retention.adapters.base import HoldSet
 from retention.errors import TerminalError, UnsafeTargetError
 from retention.holds import HoldRegistry
+from retention.params import canonical_subject
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
+CATEGORIES = ("invoices", "documents", "emails")
 
 
 @pytest.fixture
@@ -56,10 +58,10 @@ def test_releasing_an_unknown_hold_fails(holds: HoldRegistry) -> None:
 
 
 def test_until_in_the_future_holds_and_in_the_past_does_not(holds: HoldRegistry) -> None:
-    holds.add(reason="tvist", subject="short", until=NOW + DAY, now=NOW)
-    holds.add(reason="tvist", subject="long", until=NOW + 30 * DAY, now=NOW)
-    assert holds.current("documents", NOW + DAY / 2).subjects == {"short", "long"}
-    assert holds.current("documents", NOW + DAY).subjects == {"long"}  # until is exclusive
+    holds.add(reason="tvist", subject="101", until=NOW + DAY, now=NOW)
+    holds.add(reason="tvist", subject="102", until=NOW + 30 * DAY, now=NOW)
+    assert holds.current("documents", NOW + DAY / 2).subjects == {"101", "102"}
+    assert holds.current("documents", NOW + DAY).subjects == {"102"}  # until is exclusive
     assert holds.current("documents", NOW + 31 * DAY).subjects == frozenset()
 
 
@@ -92,15 +94,15 @@ def test_naive_timestamps_are_refused(holds: HoldRegistry) -> None:
 
 
 def test_category_holds_apply_to_their_category_and_global_holds_to_all(holds: HoldRegistry) -> None:
-    holds.add(reason="revision", subject="inv", category="invoices", now=NOW)
-    holds.add(reason="retssag", subject="all", now=NOW)
-    holds.add(reason="klage", subject="doc", category="documents", now=NOW)
-    holds.add(reason="klage", prefix="documents/17/", category="documents", now=NOW)
-    assert holds.current("invoices", NOW) == HoldSet(subjects=frozenset({"inv", "all"}))
+    holds.add(reason="revision", subject="201", category="invoices", categories=CATEGORIES, now=NOW)
+    holds.add(reason="retssag", subject="200", now=NOW)
+    holds.add(reason="klage", subject="202", category="documents", categories=CATEGORIES, now=NOW)
+    holds.add(reason="klage", prefix="documents/17/", category="documents", categories=CATEGORIES, now=NOW)
+    assert holds.current("invoices", NOW) == HoldSet(subjects=frozenset({"201", "200"}))
     assert holds.current("documents", NOW) == HoldSet(
-        subjects=frozenset({"doc", "all"}), prefixes=("documents/17/",)
+        subjects=frozenset({"202", "200"}), prefixes=("documents/17/",)
     )
-    assert holds.current("emails", NOW) == HoldSet(subjects=frozenset({"all"}))
+    assert holds.current("emails", NOW) == HoldSet(subjects=frozenset({"200"}))
 
 
 def test_a_prefix_hold_covers_everything_under_it(holds: HoldRegistry) -> None:
@@ -142,7 +144,7 @@ def test_a_hold_needs_a_reason_without_contact_data(holds: HoldRegistry, reason:
 @pytest.mark.parametrize("category", ["", " invoices"])
 def test_a_category_must_be_a_clean_name(holds: HoldRegistry, category: str) -> None:
     with pytest.raises(TerminalError):
-        holds.add(reason="klage", subject="17", category=category, now=NOW)
+        holds.add(reason="klage", subject="17", category=category, categories=CATEGORIES, now=NOW)
     with pytest.raises(TerminalError):
         holds.current(category, NOW)
 
@@ -153,16 +155,18 @@ def test_holds_in_force_are_read_for_one_category(holds: HoldRegistry) -> None:
 
 
 def test_reports_name_subjects_only_when_asked(holds: HoldRegistry) -> None:
-    first = holds.add(reason="retssag", subject="customer-17", category="invoices", until=NOW + DAY, now=NOW)
+    first = holds.add(
+        reason="retssag", subject="4717", category="invoices", categories=CATEGORIES, until=NOW + DAY, now=NOW
+    )
     second = holds.add(reason="klage", prefix="documents/17/", now=NOW)
     report = holds.list(now=NOW)
     assert [(r["id"], r["kind"], r["category"], r["reason"]) for r in report] == [
         (first, "subject", "invoices", "retssag"),
         (second, "prefix", None, "klage"),
     ]
-    assert "customer-17" not in repr(report) and "documents/17/" not in repr(report)
+    assert "4717" not in repr(report) and "documents/17/" not in repr(report)
     detailed = holds.list(now=NOW, include_subjects=True)
-    assert [(r["subject"], r["prefix"]) for r in detailed] == [("customer-17", None), (None, "documents/17/")]
+    assert [(r["subject"], r["prefix"]) for r in detailed] == [("4717", None), (None, "documents/17/")]
     assert [r["id"] for r in holds.list(now=NOW + 2 * DAY)] == [second]
     assert [r["id"] for r in holds.list(now=NOW + 2 * DAY, include_inactive=True)] == [first, second]
 
@@ -188,3 +192,192 @@ def test_the_database_itself_refuses_a_row_with_both_subject_and_prefix(
                 "VALUES ('17', 'documents/', 'x', '2026-06-15 12:00:00.000000')"
             )
         )
+
+
+# -- issue #10.3: one canonical form for subjects, known categories, clean prefixes ----------------
+
+NOT_CANONICAL = [
+    ("042", "leading zero"),  # int() reads it as 42: the database held customer 42, S3 and SFTP did not
+    ("0", "zero"),
+    ("٤٢", "other than 0-9"),  # Arabic-Indic digits: "٤٢".isdigit() and int("٤٢") == 42
+    ("４２", "other than 0-9"),  # full-width digits
+    ("²", "other than 0-9"),  # isdigit() is True, int() raises ValueError: it crashed every run
+    (" 42", "whitespace"),
+    ("42 ", "whitespace"),
+    ("42\n", "whitespace"),
+    ("", "empty"),
+    ("4.2", "character other than"),
+    ("-42", "character other than"),
+    ("+42", "character other than"),
+    ("42a", "character other than"),
+    ("kunde@example.dk", "character other than"),
+    ("1234567890123", "more than 12 digits"),
+]
+
+
+@pytest.mark.parametrize(("value", "problem"), NOT_CANONICAL, ids=[repr(v) for v, _ in NOT_CANONICAL])
+def test_canonical_subject_refuses_every_other_form_naming_the_problem_not_the_value(
+    value: str, problem: str
+) -> None:
+    with pytest.raises(TerminalError, match=problem) as refused:
+        canonical_subject(value, "hold subject")
+    message = str(refused.value)
+    assert message.startswith("hold subject must be the internal customer id")
+    assert len(value.strip()) < 2 or value.strip() not in message
+
+
+@pytest.mark.parametrize(("value", "problem"), [(None, "missing"), (42, "int, not text"), (b"42", "bytes")])
+def test_canonical_subject_refuses_what_is_not_text(value: object, problem: str) -> None:
+    with pytest.raises(TerminalError, match=problem):
+        canonical_subject(value)
+
+
+@pytest.mark.parametrize("value", ["1", "42", "4711", "999999999999"])
+def test_canonical_subject_returns_a_canonical_id_unchanged(value: str) -> None:
+    assert canonical_subject(value) is value
+
+
+@pytest.mark.parametrize(("subject", "problem"), NOT_CANONICAL, ids=[repr(v) for v, _ in NOT_CANONICAL])
+def test_a_hold_on_a_subject_in_any_other_form_is_refused_and_nothing_is_stored(
+    holds: HoldRegistry, subject: str, problem: str
+) -> None:
+    with pytest.raises(TerminalError, match=problem) as refused:
+        holds.add(reason="Retssag BS-1234/2026", subject=subject, now=NOW)
+    assert len(subject.strip()) < 2 or subject.strip() not in str(refused.value)
+    assert holds.list(include_inactive=True) == []
+
+
+def test_a_canonical_hold_matches_the_record_subject_as_every_file_store_reads_it(
+    holds: HoldRegistry,
+) -> None:
+    from retention.adapters.s3 import S3Version, _held
+    from retention.adapters.tree import TreeItem, held, subject_of
+
+    holds.add(reason="Retssag BS-1234/2026", subject="42", now=NOW)
+    current = holds.current("documents", NOW)
+    record = {"customer_id": 42}  # an integer column, as the business database returns it
+    subject = subject_of(record, "customer_id")
+    assert current.subject_held(subject)
+    assert held(current, TreeItem("2019/42/contract.pdf", subject))  # SFTP and filesystem
+    assert _held(
+        S3Version("documents/42/a.pdf", "v1", False, frozenset({str(record["customer_id"])})), current
+    )
+    assert not current.subject_held("420") and not current.subject_held(None)
+
+
+def test_a_hold_in_an_unknown_category_is_refused(holds: HoldRegistry) -> None:
+    with pytest.raises(TerminalError, match="not one of the policy set's categories.*protect nothing"):
+        holds.add(reason="revision", subject="17", category="invoice", categories=CATEGORIES, now=NOW)
+    assert holds.list(include_inactive=True) == []
+
+
+def test_a_category_is_checked_against_the_policy_set_or_not_accepted(holds: HoldRegistry) -> None:
+    with pytest.raises(TerminalError, match="policy set's categories"):
+        holds.add(reason="revision", subject="17", category="invoices", now=NOW)
+    with pytest.raises(TerminalError, match="collection of category ids"):
+        # a text is a collection of its letters: "invoice" in "invoices" must not pass
+        holds.add(reason="revision", subject="17", category="invoice", categories="invoices", now=NOW)
+    assert holds.list(include_inactive=True) == []
+    # a hold in every category needs no policy set
+    assert holds.add(reason="revision", subject="17", now=NOW) > 0
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        " documents/17/",
+        "documents/17/ ",
+        "\u00a0documents/",
+        "documents/17/\u2003",
+        "documents/\x85/",
+        "a/\x9b/",
+    ],
+)
+def test_a_padded_prefix_or_one_with_a_control_character_is_refused(holds: HoldRegistry, prefix: str) -> None:
+    with pytest.raises(UnsafeTargetError):
+        holds.add(reason="klage", prefix=prefix, now=NOW)
+    assert holds.list(include_inactive=True) == []
+
+
+def _insert(engine: Engine, **values: object) -> int:
+    """A hold written by hand, past every check (as someone with SQL access could)."""
+    row = {"subject": None, "prefix": None, "category": None, "reason": "by hand", **values}
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "INSERT INTO retention_legal_holds (subject, prefix, category, reason, created_at) "
+                    "VALUES (:subject, :prefix, :category, :reason, '2026-06-01 00:00:00.000000') "
+                    "RETURNING id"
+                ),
+                row,
+            ).scalar_one()
+        )
+
+
+STORED_BAD = [
+    ({"subject": "042"}, "leading zero", "042"),
+    ({"subject": "٤٢"}, "other than 0-9", "٤٢"),
+    ({"subject": "²"}, "other than 0-9", "²"),
+    ({"subject": " 4711"}, "whitespace", "4711"),
+    ({"subject": b"4711"}, "bytes, not text", "4711"),
+    ({"prefix": "/etc/"}, "absolute", "/etc/"),
+    ({"prefix": " documents/"}, "whitespace", "documents/"),
+    ({"prefix": "documents/../x/"}, "segment", "documents/../x/"),
+    ({"subject": "4711", "category": "invoice"}, "not one of the policy set's categories", "4711"),
+    ({"subject": "4711", "category": " invoices"}, "not one of the policy set's categories", "4711"),
+    ({"subject": "4711", "reason": "   "}, "needs a reason", "4711"),
+    ({"subject": "4711", "reason": "ring 12 34 56 78"}, "phone", "12 34 56 78"),
+]
+
+
+@pytest.mark.parametrize(("values", "problem", "secret"), STORED_BAD, ids=[repr(v) for v, _, _ in STORED_BAD])
+def test_check_stored_names_the_invalid_hold_by_id_and_never_its_value(
+    holds: HoldRegistry, engine: Engine, values: dict[str, object], problem: str, secret: str
+) -> None:
+    holds.add(reason="retssag", subject="17", now=NOW)
+    bad = _insert(engine, **values)
+    with pytest.raises(TerminalError, match=problem) as refused:
+        holds.check_stored(CATEGORIES, NOW)
+    message = str(refused.value)
+    assert message.startswith(f"legal hold {bad} is invalid")
+    assert secret not in message
+
+
+def test_check_stored_counts_the_valid_holds_in_force_and_ignores_ended_ones(
+    holds: HoldRegistry, engine: Engine
+) -> None:
+    assert holds.check_stored(CATEGORIES, NOW) == 0
+    holds.add(reason="retssag", subject="17", now=NOW)
+    holds.add(reason="klage", prefix="documents/17/", category="documents", categories=CATEGORIES, now=NOW)
+    holds.add(reason="tvist", subject="18", until=NOW + DAY, now=NOW)
+    holds.release(_insert(engine, subject="042"), now=NOW)  # released: protects nothing, harms nothing
+    assert holds.check_stored(CATEGORIES, NOW + DAY / 2) == 3
+    assert holds.check_stored(CATEGORIES, NOW + 2 * DAY) == 2
+    with pytest.raises(TerminalError, match="collection of category ids"):
+        holds.check_stored("documents", NOW)
+
+
+@pytest.mark.parametrize("subject", ["042", "²", "٤٢", " 17"])
+def test_current_raises_a_clear_error_for_a_stored_subject_no_store_can_compare(
+    holds: HoldRegistry, engine: Engine, subject: str
+) -> None:
+    holds.add(reason="retssag", subject="17", now=NOW)
+    assert holds.current("documents", NOW).subjects == {"17"}
+    bad = _insert(engine, subject=subject)
+    with pytest.raises(TerminalError, match=f"^legal hold {bad} is invalid: its subject") as refused:
+        holds.current("documents", NOW)
+    assert subject.strip() not in str(refused.value)
+
+
+def test_current_raises_for_a_bad_prefix_of_its_category_and_not_for_another(
+    holds: HoldRegistry, engine: Engine
+) -> None:
+    bad = _insert(engine, prefix="/srv/archive/", category="invoices")
+    assert holds.current("documents", NOW) == HoldSet()  # check_stored is what catches it there
+    with pytest.raises(TerminalError, match=f"legal hold {bad} is invalid: hold prefix is absolute"):
+        holds.current("invoices", NOW)
+    with pytest.raises(TerminalError, match=f"legal hold {bad}"):
+        holds.check_stored(CATEGORIES, NOW)
+    holds.release(bad, now=NOW)
+    assert holds.current("invoices", NOW + DAY) == HoldSet()

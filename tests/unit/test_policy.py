@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from retention.errors import PolicyError
-from retention.policy import ColumnInfo, Period, check_against_schema, load_policies, parse_policy
+from retention.policy import Period, Policy, PolicySet, check_against_schema, load_policies, parse_policy
+from retention.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 
@@ -172,6 +173,13 @@ def test_shipped_policy_set_is_valid_and_ordered() -> None:
     assert ps.hash == load_policies(POLICY_DIR).hash
 
 
+def _info(columns_of: dict[str, dict[str, ColumnInfo]]) -> SchemaInfo:
+    """A schema of the given columns, each table keyed by its ``id`` (the primary key)."""
+    return SchemaInfo(
+        {t: TableInfo(cols, primary_key=("id",) if "id" in cols else ()) for t, cols in columns_of.items()}
+    )
+
+
 def _schema(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import sqlalchemy as sa
 
@@ -192,9 +200,9 @@ def test_schema_check_refuses_missing_table_and_columns() -> None:
 
     ps = load_policies(POLICY_DIR)
     only_docs = type(ps)((ps.get("translation_documents"),), {"translation_documents": FILE})
-    check_against_schema(only_docs, _schema())
+    check_against_schema(only_docs, _info(_schema()))
     with pytest.raises(PolicyError, match="records.table: table 'documents' does not exist"):
-        check_against_schema(only_docs, {})
+        check_against_schema(only_docs, SchemaInfo({}))
     cols = _schema()["documents"]
     for missing, field in (
         ("customer_id", "records.subject"),
@@ -204,9 +212,11 @@ def test_schema_check_refuses_missing_table_and_columns() -> None:
     ):
         broken = {k: v for k, v in cols.items() if k != missing}
         with pytest.raises(PolicyError, match=rf"{FILE}: {field}: column '{missing}' does not exist"):
-            check_against_schema(only_docs, {"documents": broken})
+            check_against_schema(only_docs, _info({"documents": broken}))
     with pytest.raises(PolicyError, match="is not a date or timestamp"):
-        check_against_schema(only_docs, {"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}})
+        check_against_schema(
+            only_docs, _info({"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}})
+        )
 
 
 def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
@@ -218,12 +228,205 @@ def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
     )
     cols = {c: ColumnInfo(sa.Text()) for c in ("name", "email", "phone", "address")}
     cols |= {"id": ColumnInfo(sa.BigInteger()), "last_activity_at": ColumnInfo(sa.DateTime())}
-    check_against_schema(customers, {"customers": cols})
+    check_against_schema(customers, _info({"customers": cols}))
     cols["email"] = ColumnInfo(sa.Text(), nullable=False)
     with pytest.raises(
         PolicyError, match=r"locations\[0\]\.fields\.email: column customers.email is NOT NULL"
     ):
-        check_against_schema(customers, {"customers": cols})
+        check_against_schema(customers, _info({"customers": cols}))
+
+
+# -- relations: records keys, foreign keys of child tables, cascades -------------------------------
+
+ORDERS = "orders.yaml"
+
+
+def _table_policy(pid: str, table: str, *children: tuple[str, str], key: str = "id") -> Policy:
+    """A policy deleting the rows of ``table`` (records keyed by ``key``) and of each ``(child, fk)``."""
+    doc = copy.deepcopy(BASE)
+    doc["id"] = pid
+    doc["records"] = {"table": table, "key": key, "subject": "customer_id"}
+    doc["retention"]["anchor"] = "created_at"
+    doc["locations"] = [{"store": "database", "table": table, "action": "delete"}] + [
+        {"store": "database", "table": child, "foreign_key": fk, "action": "delete"} for child, fk in children
+    ]
+    return parse_policy(yaml.safe_dump(doc), f"{pid}.yaml")
+
+
+def _set(*policies: Policy) -> PolicySet:
+    return PolicySet(tuple(policies), {p.id: f"{p.id}.yaml" for p in policies})
+
+
+def _table(*columns: str, pk: tuple[str, ...] = ("id",), unique: frozenset[str] = frozenset(),
+           not_null: frozenset[str] = frozenset(), fks: tuple[ForeignKeyInfo, ...] = ()) -> TableInfo:
+    import sqlalchemy as sa
+
+    cols = {c: ColumnInfo(sa.BigInteger(), nullable=c not in not_null and c not in pk) for c in columns}
+    cols["created_at"] = ColumnInfo(sa.DateTime())
+    return TableInfo(cols, primary_key=pk, unique=unique, foreign_keys=fks)
+
+
+def _fk(column: str, parent: str, key: str = "id", ondelete: str = "NO ACTION") -> ForeignKeyInfo:
+    return ForeignKeyInfo((column,), parent, (key,), ondelete)
+
+
+def _shop(**tables: TableInfo) -> SchemaInfo:
+    """orders (key id, subject customer_id) and order_lines (order_id -> orders.id), plus ``tables``."""
+    base = {
+        "customers": _table("id"),
+        "orders": _table("id", "customer_id", "ref", fks=(_fk("customer_id", "customers"),)),
+        "order_lines": _table("id", "order_id", "customer_id", fks=(_fk("order_id", "orders"),)),
+    }
+    return SchemaInfo(base | tables)
+
+
+def test_relations_accepts_a_real_foreign_key_and_a_primary_key() -> None:
+    check_against_schema(_set(_table_policy("orders", "orders", ("order_lines", "order_id"))), _shop())
+
+
+def test_relations_refuses_a_child_without_the_foreign_key_constraint() -> None:
+    ps = _set(_table_policy("orders", "orders", ("order_lines", "order_id")))
+    schema = _shop(order_lines=_table("id", "order_id", "customer_id"))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, schema)
+    assert (e.value.file, e.value.field) == (ORDERS, "locations[1].foreign_key")
+    assert e.value.message == "no foreign key constraint order_lines.order_id -> orders.id in the database"
+
+
+@pytest.mark.parametrize(
+    ("fk", "has"),
+    [
+        (_fk("order_id", "customers"), "order_lines.order_id -> customers.id"),
+        (_fk("order_id", "orders", key="ref"), "order_lines.order_id -> orders.ref"),
+        (ForeignKeyInfo(("order_id", "customer_id"), "orders", ("id", "customer_id")),
+         "order_lines.order_id, customer_id -> orders.id, customer_id"),
+    ],
+)
+def test_relations_refuses_a_foreign_key_to_another_table_or_column(fk: ForeignKeyInfo, has: str) -> None:
+    ps = _set(_table_policy("orders", "orders", ("order_lines", "order_id")))
+    schema = _shop(order_lines=_table("id", "order_id", "customer_id", fks=(fk,)))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, schema)
+    assert e.value.field == "locations[1].foreign_key"
+    assert "no foreign key constraint order_lines.order_id -> orders.id in the database" in e.value.message
+    assert e.value.message.endswith(f"it has {has}")
+
+
+@pytest.mark.parametrize(
+    ("orders", "missing"),
+    [
+        (_table("id", "customer_id", "ref"), "neither the primary key nor has a single-column UNIQUE"),
+        (_table("id", "customer_id", "ref", unique=frozenset({"ref"})), "unique but nullable: it needs NOT"),
+        (_table("id", "customer_id", "ref", pk=("ref", "id")), "part of the composite primary key (ref, id)"),
+    ],
+)
+def test_relations_refuses_a_records_key_not_unique_and_not_null(orders: TableInfo, missing: str) -> None:
+    ps = _set(_table_policy("orders", "orders", key="ref"))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, _shop(orders=orders))
+    assert (e.value.file, e.value.field) == (ORDERS, "records.key")
+    assert e.value.message.startswith("column orders.ref is not a unique, not-null key: ")
+    assert missing in e.value.message
+
+
+def test_relations_accepts_a_unique_not_null_key() -> None:
+    orders = _table("id", "customer_id", "ref", unique=frozenset({"ref"}), not_null=frozenset({"ref"}))
+    check_against_schema(_set(_table_policy("orders", "orders", key="ref")), _shop(orders=orders))
+
+
+def test_relations_refuses_a_cascade_into_an_unnamed_table() -> None:
+    lines = _table("id", "order_id", "customer_id", fks=(_fk("order_id", "orders", ondelete="CASCADE"),))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(_set(_table_policy("orders", "orders")), _shop(order_lines=lines))
+    assert (e.value.file, e.value.field) == (ORDERS, "locations[0].action")
+    assert e.value.message.startswith(
+        "deleting from orders cascades to orders -> order_lines, which no policy names"
+    )
+    assert "(ON DELETE CASCADE of order_lines.order_id -> orders.id)" in e.value.message
+
+
+def test_relations_accepts_a_cascade_into_a_table_a_policy_names() -> None:
+    lines = _table("id", "order_id", "customer_id", fks=(_fk("order_id", "orders", ondelete="CASCADE"),))
+    schema = _shop(order_lines=lines)
+    check_against_schema(_set(_table_policy("orders", "orders", ("order_lines", "order_id"))), schema)
+    # ... also when another policy names it
+    two = _set(_table_policy("orders", "orders"), _table_policy("lines", "order_lines"))
+    check_against_schema(two, schema)
+
+
+def test_relations_refuses_a_two_hop_cascade_naming_both_hops() -> None:
+    lines = _table("id", "order_id", "customer_id", fks=(_fk("order_id", "orders", ondelete="CASCADE"),))
+    notes = _table("id", "line_id", fks=(_fk("line_id", "order_lines", ondelete="CASCADE"),))
+    ps = _set(_table_policy("orders", "orders", ("order_lines", "order_id")))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, _shop(order_lines=lines, line_notes=notes))
+    assert e.value.field == "locations[0].action"
+    assert e.value.message.startswith(
+        "deleting from orders cascades to orders -> order_lines -> line_notes, which no policy names"
+    )
+
+
+@pytest.mark.parametrize("rule", ["SET NULL", "SET DEFAULT"])
+def test_relations_refuses_set_null_or_default_into_an_unnamed_table(rule: str) -> None:
+    audit = _table("id", "order_id", fks=(_fk("order_id", "orders", ondelete=rule),))
+    ps = _set(_table_policy("orders", "orders", ("order_lines", "order_id")))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, _shop(audit=audit))
+    assert e.value.field == "locations[0].action"
+    assert e.value.message.startswith(
+        "deleting from orders cascades to orders -> audit, which no policy names"
+    )
+    assert f"ON DELETE {rule} of audit.order_id -> orders.id" in e.value.message
+
+
+def test_relations_refuses_a_cascade_from_a_child_table_delete() -> None:
+    notes = _table("id", "line_id", fks=(_fk("line_id", "order_lines", ondelete="CASCADE"),))
+    ps = _set(_table_policy("orders", "orders", ("order_lines", "order_id")))
+    with pytest.raises(PolicyError) as e:
+        check_against_schema(ps, _shop(line_notes=notes))
+    assert e.value.field == "locations[1].action"
+    assert "deleting from order_lines cascades to order_lines -> line_notes" in e.value.message
+
+
+@pytest.mark.parametrize("rule", ["NO ACTION", "RESTRICT"])
+def test_relations_accepts_restrict_and_no_action(rule: str) -> None:
+    audit = _table("id", "order_id", fks=(_fk("order_id", "orders", ondelete=rule),))
+    check_against_schema(_set(_table_policy("orders", "orders")), _shop(audit=audit))
+
+
+def test_relations_anonymising_deletes_nothing_so_cascades_do_not_matter() -> None:
+    doc = copy.deepcopy(BASE)
+    doc |= {"id": "orders", "records": {"table": "orders", "key": "id", "subject": "customer_id"}}
+    doc["retention"]["anchor"] = "created_at"
+    fields = {"ref": {"strategy": "null"}}
+    doc["locations"] = [{"store": "database", "table": "orders", "action": "anonymise", "fields": fields}]
+    audit = _table("id", "order_id", fks=(_fk("order_id", "orders", ondelete="CASCADE"),))
+    check_against_schema(_set(parse_policy(yaml.safe_dump(doc), ORDERS)), _shop(audit=audit))
+
+
+def test_cascades_follow_a_cascade_past_a_table_first_reached_by_set_null() -> None:
+    # orders -SET NULL-> audit; orders -CASCADE-> order_lines -CASCADE-> audit -CASCADE-> audit_notes
+    schema = _shop(
+        order_lines=_table("id", "order_id", fks=(_fk("order_id", "orders", ondelete="CASCADE"),)),
+        audit=_table(
+            "id",
+            "order_id",
+            "line_id",
+            fks=(
+                _fk("order_id", "orders", ondelete="SET NULL"),
+                _fk("line_id", "order_lines", ondelete="CASCADE"),
+            ),
+        ),
+        audit_notes=_table("id", "audit_id", fks=(_fk("audit_id", "audit", ondelete="CASCADE"),)),
+        cycle=_table("id", "parent_id", fks=(_fk("parent_id", "cycle", ondelete="CASCADE"),)),
+    )
+    chains = {c.chain[-1]: c.describe() for c in schema.cascades("orders")}
+    assert chains == {
+        "audit": "orders -> audit",
+        "order_lines": "orders -> order_lines",
+        "audit_notes": "orders -> order_lines -> audit -> audit_notes",
+    }
+    assert [c.describe() for c in schema.cascades("cycle")] == []
 
 
 @pytest.mark.parametrize(

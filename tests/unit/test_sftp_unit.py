@@ -8,8 +8,9 @@ from typing import Any, cast
 import paramiko
 import pytest
 
+from retention.adapters import tree
 from retention.adapters.base import HoldSet
-from retention.adapters.sftp import SftpAdapter, SftpItem, SftpTarget, _dirs_on_the_way, _held, _root
+from retention.adapters.sftp import SftpAdapter, SftpItem, SftpTarget, _root
 from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
 
 
@@ -70,7 +71,7 @@ def _locate_with(client: _FailingClient) -> SftpAdapter:
     ],
 )
 def test_every_directory_between_root_and_item_is_on_the_way(path: str, dirs: list[str]) -> None:
-    assert _dirs_on_the_way(path) == dirs
+    assert tree.dirs_on_the_way(path) == dirs
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_every_directory_between_root_and_item_is_on_the_way(path: str, dirs: li
     ],
 )
 def test_holds_match_subject_or_a_whole_path_prefix(holds: HoldSet, held: bool) -> None:
-    assert _held(holds, SftpItem("docs/c1/1.txt", "c1")) is held
+    assert tree.held(holds, SftpItem("docs/c1/1.txt", "c1")) is held
 
 
 @pytest.mark.parametrize("root", ["/srv/archive", "/srv/archive/"])

@@ -20,12 +20,16 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from harness.world import NOW, Profile, World, WorldSize, generate
-from retention.adapters.database import DatabaseAdapter
-from retention.engine import RunContext, database_pass, plan_category, request_approval
-from retention.holds import HoldRegistry
+from harness.context import engine_context
+from harness.world_rules import NOW
+from harness.world_size import WorldSize
+from harness.world_stores import generate
+from harness.world_truth import Profile, World
+from retention import flow
+from retention.engine import RunContext
 from retention.ledger import Ledger, LedgerEntry
 from retention.policy import load_policies
+from retention.results import Reason, Skip, StepResult
 from retention_airflow.ui import create_app
 from retention_airflow.ui.reader import ChainCache, LedgerReader
 
@@ -116,25 +120,18 @@ class LedgerWorld:
     path: Path
     url: str
     world: World
-    nightly: list[dict[str, Any]]
+    nightly: tuple[StepResult, ...]
     """The engine's step results of the nightly run."""
     needs_approval: list[str]
-    skipped: dict[str, str]
-    erasure: list[dict[str, Any]]
+    skipped: dict[str, Skip]
+    erasure: tuple[StepResult, ...]
     subject_ref: str
     receipt_digest: str
 
 
 def _context(engine: sa.Engine, run_id: str, **kw: Any) -> RunContext:
-    return RunContext(
-        run_id=run_id,
-        now=NOW,
-        policies=load_policies(POLICY_DIR),
-        database=DatabaseAdapter(engine, batch_size=20),
-        pseudonym_key=KEY,
-        ledger=Ledger(engine),
-        holds=HoldRegistry(engine).current,
-        **kw,
+    return engine_context(
+        engine, load_policies(POLICY_DIR), now=NOW, pseudonym_key=KEY, run=run_id, batch_size=20, **kw
     )
 
 
@@ -153,16 +150,15 @@ def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWor
     ctx = _context(engine, NIGHTLY)
     waiting = []
     for policy in ctx.policies.policies:
-        plan = plan_category(policy, ctx)
-        if plan.needs_approval:
-            request_approval(plan, ctx)
+        if flow.plan(ctx, policy.id).needs_approval:
             waiting.append(policy.id)
-    nightly, skipped = database_pass(ctx, [], {c: "needs_approval" for c in waiting})
+    nightly_pass = flow.database_pass(ctx, [], {c: Skip(Reason.AWAITING_APPROVAL) for c in waiting})
+    nightly, skipped = nightly_pass.results, dict(nightly_pass.skipped)
     assert waiting and nightly, "the small world must have both work and a category over its cap"
 
     subject = world.customers_with(Profile.ACTIVE)[0]
     erasure_ctx = _context(engine, ERASURE, mode="subject", subject=str(subject))
-    erasure, _ = database_pass(erasure_ctx, [], {})
+    erasure = flow.database_pass(erasure_ctx, [], {}).results
     subject_ref = erasure_ctx.subject_ref or ""
     digest = hashlib.sha256(b"receipt document").hexdigest()
     ledger.append(
@@ -173,7 +169,7 @@ def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWor
             store="s3",
             location="s3:alleskar-privacy-receipts/receipts/",
             subject_ref=subject_ref,
-            count=sum(r["erased"] + r["anonymised"] for r in erasure),
+            count=sum(r.erased + r.anonymised for r in erasure),
             items_digest=digest,
             detail={"kept": 3, "verified": True},
         )
@@ -293,19 +289,19 @@ def test_overview_shows_each_category_as_the_engine_reported_it(
     cells = run_cells(dom(response.text), NIGHTLY)
 
     for step in ledger_world.nightly:
-        shown = cells[step["category"]]
-        assert int(shown["erased"]) == step["erased"], step["category"]
-        assert int(shown["anonymised"]) == step["anonymised"], step["category"]
-        assert int(shown["kept"]) == sum(step["kept"].values()), step["category"]
+        shown = cells[step.category]
+        assert int(shown["erased"]) == step.erased, step.category
+        assert int(shown["anonymised"]) == step.anonymised, step.category
+        assert int(shown["kept"]) == step.kept_total, step.category
         assert shown["failed"] == "0"
         assert shown["verified"] == "✓ database"
-    assert sum(int(c["erased"]) for c in cells.values()) == sum(s["erased"] for s in ledger_world.nightly) > 0
+    assert sum(int(c["erased"]) for c in cells.values()) == sum(s.erased for s in ledger_world.nightly) > 0
     for category in ledger_world.needs_approval:
         assert cells[category]["status"] == "awaiting approval"
         assert cells[category]["erased"] == "0"
     blocked = {c: why for c, why in ledger_world.skipped.items() if c not in ledger_world.needs_approval}
     for category, why in blocked.items():
-        assert cells[category]["status"] == f"skipped: {why}"
+        assert cells[category]["status"] == f"skipped: {why.words()}"
 
 
 def test_overview_lists_pending_approvals_with_links_and_not_answered_ones(
@@ -333,7 +329,7 @@ def test_overview_lists_the_receipt_with_location_digest_and_counts(
     assert ledger_world.subject_ref in text
     assert "s3:alleskar-privacy-receipts/receipts/" in text
     assert row.one("code", title=ledger_world.receipt_digest).text() == ledger_world.receipt_digest[:16] + "…"
-    erased = sum(r["erased"] + r["anonymised"] for r in ledger_world.erasure)
+    erased = sum(r.erased + r.anonymised for r in ledger_world.erasure)
     assert row.one("td", data_field="erased").text() == str(erased)
     assert row.one("td", data_field="kept").text() == "3"
     assert "yes" in text
@@ -345,7 +341,7 @@ def test_run_page_and_the_chain_status(
     page = dom(client.get(f"/run?run_id={ERASURE}", headers=viewer).text)
     cells = run_cells(page, ERASURE)
     for step in ledger_world.erasure:
-        assert int(cells[step["category"]]["erased"]) == step["erased"]
+        assert int(cells[step.category]["erased"]) == step.erased
     assert ledger_world.subject_ref in page.text()
     chain = page.one("section", data_testid="chain-status")
     total = Ledger(sa.create_engine(ledger_world.url)).count()

@@ -12,19 +12,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, select, text
 
 from harness import world_text
-from harness.world import (
-    MARGIN,
-    NOW,
-    RULE_BY_TABLE,
-    RULES,
-    TABLES,
-    Fate,
-    Profile,
-    World,
-    WorldSize,
-    generate,
-    metadata,
-)
+from harness.world_rules import MARGIN, NOW, RULE_BY_TABLE, RULES, TABLES
+from harness.world_schema import metadata
+from harness.world_size import WorldSize
+from harness.world_stores import generate
+from harness.world_truth import Fate, Profile, World
 from retention.holds import HoldRegistry
 
 NULLABLE_ANCHORS = {"translation_jobs", "documents", "marketing_consents", "privacy_requests"}

@@ -9,7 +9,7 @@ many items are due, and it returns counts and digests, never lists of items.
 - ``erase(target, batch)`` erases exactly the batch's items that are not held at that
   moment and returns what happened; per-item failures are reported, not swallowed.
 - ``verify(target)`` looks again and counts what the target still selects.
-- ``named(target)``, where an adapter has it, yields a real run's batches from the
+- ``named(target)`` yields a real run's batches from the
   index alone (keys, paths or key ranges) without looking in the store: ``erase``
   looks anyway, so locating first would read every item twice. Dry runs locate.
 """
@@ -20,6 +20,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+
+from retention.results import Reason
 
 Record = Mapping[str, Any]
 """One row of a policy's primary table: the columns its templates use, and its subject."""
@@ -73,18 +75,18 @@ class Batch(Generic[T]):
 
 @dataclass
 class EraseOutcome:
-    """What one ``erase`` call did. ``kept`` maps a reason (``legal_hold``, ``object_lock``) to a count."""
+    """What one ``erase`` call did. ``kept`` maps a reason (a hold, a storage lock) to a count."""
 
     erased: int = 0
     anonymised: int = 0
-    kept: dict[str, int] = field(default_factory=dict)
-    kept_until: dict[str, str] = field(default_factory=dict)
+    kept: dict[Reason, int] = field(default_factory=dict)
+    kept_until: dict[Reason, str] = field(default_factory=dict)
     """Latest until-date (ISO 8601) per kept reason, where the store knows one."""
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     """Short, non-personal error descriptions (error codes), at most a few."""
 
-    def keep(self, reason: str, n: int = 1, until: str | None = None) -> None:
+    def keep(self, reason: Reason, n: int = 1, until: str | None = None) -> None:
         self.kept[reason] = self.kept.get(reason, 0) + n
         if until and until > self.kept_until.get(reason, ""):
             self.kept_until[reason] = until
@@ -116,6 +118,11 @@ class StoreAdapter(Protocol[TargetT]):
 
     def locate(self, target: TargetT) -> Iterator[Batch[Any]]:
         """Yield the items the target selects, in batches; touch nothing."""
+        ...
+
+    def named(self, target: TargetT) -> Iterator[Batch[Any]]:
+        """Yield a real run's batches from what the index names, without looking in the store
+        (an adapter with no such shortcut locates)."""
         ...
 
     def erase(self, target: TargetT, batch: Batch[Any]) -> EraseOutcome:

@@ -22,13 +22,17 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
+from sqlalchemy.exc import NoSuchTableError, OperationalError
 
 from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Record, VerifyOutcome, no_holds
 from retention.clock import Cutoff
+from retention.dberrors import db_errors
 from retention.errors import TerminalError, TransientError, UnknownLocationError
-from retention.policy import ColumnInfo, FieldRule
+from retention.locations import DatabaseLocation, FieldRule
 from retention.pseudonym import pseudonymise
+from retention.results import Reason
+from retention.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo, normalise_ondelete
+from retention.stores import TargetInputs
 
 REDACTED = "[slettet]"
 PSEUDONYM_PREFIX = "psn:"
@@ -67,6 +71,20 @@ class TableTarget:
     pseudonym_key: bytes | None = None
 
 
+def build_target(location: DatabaseLocation, inputs: TargetInputs) -> TableTarget:
+    """The target of one database location: the action on its table for the run's selection."""
+    return TableTarget(
+        category=inputs.category,
+        selection=inputs.selection,
+        table=location.table,
+        action=location.action,
+        foreign_key=location.foreign_key,
+        fields=location.fields,
+        holds=inputs.holds,
+        pseudonym_key=inputs.pseudonym_key,
+    )
+
+
 def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict[str, dict[str, ColumnInfo]]:
     """Table name -> {column name: ColumnInfo} for the database's tables (or the named ones that exist)."""
     try:
@@ -81,6 +99,116 @@ def reflect_columns(engine: Engine, tables: Sequence[str] | None = None) -> dict
         }
     except OperationalError as e:
         raise TransientError(f"database not reachable: {type(e.orig).__name__}") from None
+
+
+def reflect_schema(engine: Engine) -> SchemaInfo:
+    """Every table of the database's default schema: columns, keys, unique columns and foreign keys.
+
+    All tables, not only the ones the policies name: the cascade check needs the foreign keys of
+    the tables that reference them. A few catalogue queries on PostgreSQL (SQLAlchemy's
+    multi-table reflection), a few PRAGMAs per table on SQLite. SQLite's foreign keys (and their
+    ON DELETE rules) are read from ``PRAGMA foreign_key_list``: SQLAlchemy parses the rules out of
+    the table's DDL and misses them on a column's own ``REFERENCES ... ON DELETE CASCADE``.
+    Database errors are classified by ``dberrors``.
+    """
+    with db_errors("reading the database schema"), engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        names = inspector.get_table_names()
+        if not names:
+            return SchemaInfo({})
+        columns = inspector.get_multi_columns(filter_names=names)
+        pks = {
+            t: tuple(pk["constrained_columns"])
+            for (_, t), pk in inspector.get_multi_pk_constraint(filter_names=names).items()
+        }
+        unique = _unique_columns(
+            inspector.get_multi_unique_constraints(filter_names=names),
+            inspector.get_multi_indexes(filter_names=names),
+        )
+        if conn.dialect.name == "sqlite":
+            fks = {t: _sqlite_foreign_keys(conn, t, pks) for t in names}
+        else:
+            default = inspector.default_schema_name
+            fks = {
+                t: tuple(_foreign_key(fk, default) for fk in found)
+                for (_, t), found in inspector.get_multi_foreign_keys(filter_names=names).items()
+            }
+    return SchemaInfo(
+        {
+            t: TableInfo(
+                columns={
+                    c["name"]: ColumnInfo(c["type"], bool(c.get("nullable", True)))
+                    for c in columns.get((None, t), [])
+                },
+                primary_key=pks.get(t, ()),
+                unique=unique.get(t, frozenset()),
+                foreign_keys=fks.get(t, ()),
+            )
+            for t in names
+        }
+    )
+
+
+def _unique_columns(
+    constraints: Mapping[tuple[str | None, str], Sequence[Any]],
+    indexes: Mapping[tuple[str | None, str], Sequence[Any]],
+) -> dict[str, frozenset[str]]:
+    """Table -> the columns unique on their own: single-column UNIQUE constraints and unique indexes.
+
+    A partial index (``WHERE``) or an expression index does not make its column unique.
+    """
+    found: dict[str, set[str]] = {}
+    for (_, table), ucs in constraints.items():
+        for uc in ucs:
+            if len(uc["column_names"]) == 1:
+                found.setdefault(table, set()).add(uc["column_names"][0])
+    for (_, table), ixs in indexes.items():
+        for ix in ixs:
+            cols = ix["column_names"]
+            options = ix.get("dialect_options", {})
+            partial = any(k.endswith("_where") and v is not None for k, v in options.items())
+            if ix.get("unique") and len(cols) == 1 and cols[0] is not None and not partial:
+                found.setdefault(table, set()).add(cols[0])
+    return {t: frozenset(cols) for t, cols in found.items()}
+
+
+def _foreign_key(fk: Any, default_schema: str | None) -> ForeignKeyInfo:
+    """A reflected foreign key; a referred table in another schema is named ``schema.table``."""
+    schema = fk.get("referred_schema")
+    table = fk["referred_table"] if schema in (None, default_schema) else f"{schema}.{fk['referred_table']}"
+    return ForeignKeyInfo(
+        columns=tuple(fk["constrained_columns"]),
+        referred_table=table,
+        referred_columns=tuple(fk["referred_columns"]),
+        ondelete=normalise_ondelete((fk.get("options") or {}).get("ondelete")),
+    )
+
+
+def _sqlite_foreign_keys(
+    conn: Connection, table: str, pks: Mapping[str, tuple[str, ...]]
+) -> tuple[ForeignKeyInfo, ...]:
+    """``table``'s foreign keys from ``PRAGMA foreign_key_list``; a key that names no referred
+    column references the referred table's primary key."""
+    rows = conn.execute(
+        sa.text('SELECT id, seq, "table", "from", "to", on_delete FROM pragma_foreign_key_list(:t)'),
+        {"t": table},
+    ).all()
+    grouped: dict[int, list[Any]] = {}
+    for row in sorted(rows, key=lambda r: (r[0], r[1])):
+        grouped.setdefault(int(row[0]), []).append(row)
+    out: list[ForeignKeyInfo] = []
+    for parts in grouped.values():
+        referred = str(parts[0][2])
+        to = [r[4] for r in parts]
+        out.append(
+            ForeignKeyInfo(
+                columns=tuple(str(r[3]) for r in parts),
+                referred_table=referred,
+                referred_columns=pks.get(referred, ()) if all(c is None for c in to) else tuple(map(str, to)),
+                ondelete=normalise_ondelete(parts[0][5]),
+            )
+        )
+    return tuple(out)
 
 
 class DatabaseAdapter:
@@ -186,7 +314,7 @@ class DatabaseAdapter:
         if batch.span is None and target.table == target.selection.table and short:
             held = self._count_held(target, holds, batch)
             if held:
-                outcome.keep("legal_hold", held)
+                outcome.keep(Reason.LEGAL_HOLD, held)
         return outcome
 
     def verify(self, target: TableTarget) -> VerifyOutcome:
@@ -442,19 +570,12 @@ class DatabaseAdapter:
         return list(_valid_values(_python_type(col) is int, values))
 
     def _run(self, fn: Any, *, write: bool = False) -> Any:
-        """Run ``fn(connection)`` in its own transaction; map connection trouble to transient errors."""
-        try:
-            with self.engine.begin() as conn:
-                result = fn(conn)
-            if not write:
-                self.statements += 1
-            return result
-        except OperationalError as e:
-            raise TransientError(f"database operation failed: {type(e.orig).__name__}") from None
-        except DBAPIError as e:
-            if e.connection_invalidated:
-                raise TransientError("database connection lost") from None
-            raise TerminalError(f"database refused the statement: {type(e.orig).__name__}") from None
+        """Run ``fn(connection)`` in its own transaction; database errors become ``dberrors.classify``'s."""
+        with db_errors("database adapter"), self.engine.begin() as conn:
+            result = fn(conn)
+        if not write:
+            self.statements += 1
+        return result
 
 
 @functools.lru_cache(maxsize=16)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -38,7 +38,13 @@ from retention.adapters.base import (
     no_holds,
 )
 from retention.errors import RetentionError, TerminalError, TransientError, UnknownLocationError
-from retention.paths import is_prefix, render
+from retention.locations import S3Location
+from retention.paths import is_prefix, placeholders, render
+from retention.results import Reason
+from retention.stores import TargetInputs
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 MAX_BATCH = 1000
 """Versions per batch, and keys per DeleteObjects request (the S3 maximum)."""
@@ -64,6 +70,18 @@ _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _LOCK_NOT_CONFIGURED = frozenset({"ObjectLockConfigurationNotFoundError"})
 _VERSION_GONE = frozenset({"404", "NoSuchKey", "NoSuchVersion"})
 _MAX_ERROR_CODES = 10
+
+
+def build_target(location: S3Location, inputs: TargetInputs) -> S3Target:
+    """The target of one S3 location: its real bucket and the key template filled per record."""
+    return S3Target(
+        category=inputs.category,
+        bucket=inputs.bucket_map.get(location.bucket, location.bucket),
+        key_template=location.key,
+        records=inputs.records(placeholders(location.key)),
+        subject_field=inputs.subject_field,
+        holds=inputs.holds,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,7 +199,7 @@ class S3Adapter:
     """Every S3 API call made through this adapter (botocore's own retries not included)."""
 
     def __init__(
-        self, client: Any, *, page_size: int = 1000, shared_listing_from: int = SHARED_LISTING_FROM
+        self, client: S3Client, *, page_size: int = 1000, shared_listing_from: int = SHARED_LISTING_FROM
     ) -> None:
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
@@ -206,6 +224,10 @@ class S3Adapter:
         if buffer:
             yield _batch(buffer)
 
+    def named(self, target: S3Target) -> Iterator[Batch[S3Version]]:
+        """Version ids are in the bucket only, not in the index: a real run's batches are located too."""
+        return self.locate(target)
+
     def erase(self, target: S3Target, batch: Batch[S3Version]) -> EraseOutcome:
         """Delete the batch's versions not held or locked now; per-key refusals are counted as failed."""
         self._check_bucket(target.bucket)
@@ -216,9 +238,9 @@ class S3Adapter:
         doomed: list[S3Version] = []
         for index, version in enumerate(batch.items):
             if _held(version, holds):
-                outcome.keep("legal_hold")
+                outcome.keep(Reason.LEGAL_HOLD)
             elif index in locks:
-                outcome.keep("object_lock", until=locks[index].until)
+                outcome.keep(Reason.STORAGE_LOCK, until=locks[index].until)
             else:
                 doomed.append(version)
         for start in range(0, len(doomed), MAX_BATCH):

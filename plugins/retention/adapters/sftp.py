@@ -10,8 +10,9 @@ Items are handled a batch at a time, one step after the other: the directories o
 emptied directories. An item is not looked at before it is removed: ``remove`` is ``unlink``,
 which takes a symlink and not its target and refuses a directory, so only a refused removal
 is followed by a look (to tell a directory from a denial). On a paramiko ``SFTPClient`` each
-step sends all its requests before reading the answers (SFTP numbers them), so a batch costs
-a few round trips instead of several per file; any other client is called one request at a time.
+step sends all its requests before reading the answers (SFTP numbers them; see ``sftp_pipeline``),
+so a batch costs a few round trips instead of several per file; any other client is called one
+request at a time.
 """
 
 from __future__ import annotations
@@ -20,72 +21,48 @@ import errno
 import posixpath
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ParamSpec, TypeVar
 
 import paramiko
-from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_REMOVE, CMD_RMDIR, CMD_STATUS
 
 from retention.adapters.base import (
     Batch,
     EraseOutcome,
-    HoldSet,
-    HoldSource,
-    RecordSource,
     VerifyOutcome,
-    no_holds,
+)
+from retention.adapters.sftp_pipeline import Op, Pipeline
+from retention.adapters.tree import (
+    ERASED,
+    GONE,
+    IS_DIRECTORY,
+    NO_WAY,
+    SYMLINK_IN_PATH,
+    TreeItem,
+    TreeTarget,
+    Way,
+    batch_of,
+    build_tree_target,
+    checked_root,
+    dirs_on_the_way,
+    held,
+    subject_of,
 )
 from retention.errors import (
     TerminalError,
     TransientError,
     UnknownLocationError,
-    UnsafeTargetError,
 )
+from retention.locations import SftpLocation
 from retention.paths import is_prefix, render
+from retention.results import Reason
+from retention.stores import TargetInputs
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SYMLINK_IN_PATH = "symlink_in_path"
-IS_DIRECTORY = "is_directory"
-LEGAL_HOLD = "legal_hold"
-_ERASED = "erased"
-_GONE = "gone"
-_NO_WAY = "no_way"
-"""Gone because a directory on its way is: nothing there, and no emptied directory to prune."""
 _IN_FLIGHT = 1000
 """Requests sent before their answers are read (a bounded burst: memory and server buffers)."""
-_COMMANDS = {"lstat": CMD_LSTAT, "remove": CMD_REMOVE, "rmdir": CMD_RMDIR}
-
-
-@dataclass(frozen=True)
-class SftpTarget:
-    """Files under ``root`` named by ``path_template`` (a trailing ``/``: everything under that directory)."""
-
-    category: str
-    root: str
-    path_template: str
-    records: RecordSource
-    subject_field: str
-    holds: HoldSource = no_holds
-
-
-@dataclass(frozen=True)
-class SftpItem:
-    """One file or link, by its path relative to the root, and the subject whose data it is.
-
-    A path ending in ``/`` is a directory template's directory that a symlink blocks.
-    """
-
-    path: str
-    subject: str | None
-
-
-class _Way(Enum):
-    OPEN = "open"
-    MISSING = "missing"
-    BLOCKED = "blocked"
 
 
 class _Dir(Enum):
@@ -104,8 +81,7 @@ class SftpAdapter:
             raise ValueError("batch_size must be at least 1")
         self._client = client
         self._batch_size = batch_size
-        # Only paramiko's own client has the numbered requests that pipelining needs.
-        self._pipelined = isinstance(client, paramiko.SFTPClient)
+        self._pipeline = Pipeline(client, in_flight=_IN_FLIGHT, round_trip=self._round_trip)
         self.requests = 0
 
     def locate(self, target: SftpTarget) -> Iterator[Batch[SftpItem]]:
@@ -115,10 +91,10 @@ class SftpAdapter:
         for item in self._present(target):
             items.append(item)
             if len(items) == self._batch_size:
-                yield _batch(items)
+                yield batch_of(items)
                 items = []
         if items:
-            yield _batch(items)
+            yield batch_of(items)
 
     def named(self, target: SftpTarget) -> Iterator[Batch[SftpItem]]:
         """Yield the items the target's records name, in batches of at most ``batch_size``, unlooked at.
@@ -136,12 +112,12 @@ class SftpAdapter:
         for records in target.records():
             for record in records:
                 path = render(target.path_template, record)
-                items.append(SftpItem(path, _subject(record, target.subject_field)))
+                items.append(SftpItem(path, subject_of(record, target.subject_field)))
                 if len(items) == self._batch_size:
-                    yield _batch(items)
+                    yield batch_of(items)
                     items = []
         if items:
-            yield _batch(items)
+            yield batch_of(items)
 
     def erase(self, target: SftpTarget, batch: Batch[SftpItem]) -> EraseOutcome:
         """Remove the batch's files not held now, then the directories this left empty (never the root)."""
@@ -150,17 +126,17 @@ class SftpAdapter:
         outcome = EraseOutcome()
         todo: list[SftpItem] = []
         for item in batch.items:
-            if _held(holds, item):
-                outcome.keep(LEGAL_HOLD)
+            if held(holds, item):
+                outcome.keep(Reason.LEGAL_HOLD)
             else:
                 todo.append(item)
         emptied: set[str] = set()
         for item, result in zip(todo, self._erase_all(root, [i.path for i in todo]), strict=True):
-            if result == _ERASED:
+            if result == ERASED:
                 outcome.erased += 1
-            elif result == _NO_WAY:
+            elif result == NO_WAY:
                 continue
-            elif result != _GONE:
+            elif result != GONE:
                 outcome.failed += 1
                 if result not in outcome.errors:
                     outcome.errors.append(result)
@@ -177,7 +153,7 @@ class SftpAdapter:
         holds = target.holds()
         remaining = kept = 0
         for item in self._present(target):
-            if _held(holds, item):
+            if held(holds, item):
                 kept += 1
             else:
                 remaining += 1
@@ -193,7 +169,7 @@ class SftpAdapter:
             for start in range(0, len(records), _IN_FLIGHT):
                 chunk = records[start : start + _IN_FLIGHT]
                 items = [
-                    SftpItem(render(target.path_template, r), _subject(r, target.subject_field))
+                    SftpItem(render(target.path_template, r), subject_of(r, target.subject_field))
                     for r in chunk
                 ]
                 yield from self._present_items(root, items, dirs, directory)
@@ -202,18 +178,18 @@ class SftpAdapter:
         self, root: str, items: Sequence[SftpItem], dirs: dict[str, _Dir], directory: bool
     ) -> Iterator[SftpItem]:
         ways = [_looked(way) for way in self._ways(root, [i.path for i in items], dirs)]
-        files = [i for i, way in zip(items, ways, strict=True) if way is _Way.OPEN and not directory]
+        files = [i for i, way in zip(items, ways, strict=True) if way is Way.OPEN and not directory]
         found = self._many("lstat", [_join(root, i.path) for i in files])
         present = {
             i.path for i, attrs in zip(files, found, strict=True) if _looked(attrs, gone=None) is not None
         }
         for item, way in zip(items, ways, strict=True):
-            if way is _Way.BLOCKED:
+            if way is Way.BLOCKED:
                 yield item
-            elif way is _Way.OPEN and directory:
+            elif way is Way.OPEN and directory:
                 for path in self._walk(root, item.path):
                     yield SftpItem(path, item.subject)
-            elif way is _Way.OPEN and item.path in present:
+            elif way is Way.OPEN and item.path in present:
                 yield item
 
     def _walk(self, root: str, top: str) -> Iterator[str]:
@@ -236,26 +212,26 @@ class SftpAdapter:
                     yield child
 
     def _erase_all(self, root: str, paths: Sequence[str]) -> list[str]:
-        """Re-check the way and remove: per path ``_ERASED``, ``_GONE``, ``_NO_WAY`` or an error code."""
+        """Re-check the way and remove: per path ``ERASED``, ``GONE``, ``NO_WAY`` or an error code."""
         results: dict[int, str] = {}
         doomed: list[int] = []
         for n, (path, way) in enumerate(zip(paths, self._ways(root, paths, {}), strict=True)):
             if isinstance(way, OSError):
                 results[n] = _code(way)
-            elif way is _Way.BLOCKED:
+            elif way is Way.BLOCKED:
                 results[n] = SYMLINK_IN_PATH
-            elif way is _Way.MISSING:
-                results[n] = _NO_WAY
+            elif way is Way.MISSING:
+                results[n] = NO_WAY
             elif path.endswith("/"):
                 # A blocked directory whose way is open again holds files this batch never located.
-                results[n] = _GONE
+                results[n] = GONE
             else:
                 doomed.append(n)
         results.update(zip(doomed, self._remove_all([_join(root, paths[n]) for n in doomed]), strict=True))
         return [results[n] for n in range(len(paths))]
 
     def _remove_all(self, paths: Sequence[str]) -> list[str]:
-        """Remove items not looked at: per path ``_ERASED``, ``_GONE`` or an error code.
+        """Remove items not looked at: per path ``ERASED``, ``GONE`` or an error code.
 
         ``remove`` is ``unlink``: a symlink item goes and its target stays; a directory is refused
         (by Linux and the BSDs, even for root). Only a refusal is looked at, to report a
@@ -265,15 +241,15 @@ class SftpAdapter:
         refused: list[tuple[int, OSError]] = []
         for n, done in enumerate(self._many("remove", paths)):
             if not isinstance(done, OSError):
-                results.append(_ERASED)
+                results.append(ERASED)
             elif done.errno == errno.ENOENT:
-                results.append(_GONE)
+                results.append(GONE)
             else:
                 results.append(_code(done))
                 refused.append((n, done))
         for (n, exc), attrs in zip(refused, self._many("lstat", [paths[n] for n, _ in refused]), strict=True):
             if isinstance(attrs, OSError):
-                results[n] = _GONE if attrs.errno == errno.ENOENT else _code(exc)
+                results[n] = GONE if attrs.errno == errno.ENOENT else _code(exc)
             elif attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
                 results[n] = IS_DIRECTORY
         return results
@@ -291,14 +267,14 @@ class SftpAdapter:
                 if not isinstance(done, OSError) and parent:
                     by_depth.setdefault(depth - 1, set()).add(parent)
 
-    def _ways(self, root: str, paths: Sequence[str], dirs: dict[str, _Dir]) -> list[_Way | OSError]:
+    def _ways(self, root: str, paths: Sequence[str], dirs: dict[str, _Dir]) -> list[Way | OSError]:
         """``_way`` for many paths: the uncached directories are looked up together, a depth at a time.
 
         A directory is looked up only once every directory above it is known to be a real one, so
         nothing behind a symlink or a missing directory is ever looked at. A look-up that fails
         for another reason than "no such file" is returned for the paths that needed it.
         """
-        chains = [_dirs_on_the_way(p) for p in paths]
+        chains = [dirs_on_the_way(p) for p in paths]
         failed: dict[str, OSError] = {}
         for depth in range(max((len(c) for c in chains), default=0)):
             wanted = list(
@@ -317,35 +293,19 @@ class SftpAdapter:
                     dirs[d] = _dir_state(None if isinstance(attrs, OSError) else attrs)
         return [_way_known(chain, dirs, failed) for chain in chains]
 
-    def _many(self, op: str, paths: Sequence[str]) -> list[Any]:
+    def _many(self, op: Op, paths: Sequence[str]) -> list[Any]:
         """One SFTP operation (``lstat``, ``remove``, ``rmdir``) on many absolute paths.
 
         Per path its answer (attributes, or None) or the ``OSError`` the server's status means;
         a lost connection raises ``TransientError`` for the whole call.
         """
-        if not self._pipelined:
-            return [self._one(getattr(self._client, op), p) for p in paths]
-        answers: list[Any] = []
-        for start in range(0, len(paths), _IN_FLIGHT):
-            chunk = paths[start : start + _IN_FLIGHT]
-            answers += self._call(self._pipeline, _COMMANDS[op], chunk)
-            self.requests += len(chunk) - 1  # _call counted one
-        return answers
+        return self._pipeline.many(op, paths)
 
-    def _one(self, method: Callable[[str], Any], path: str) -> Any:
-        try:
-            return self._call(method, path)
-        except OSError as exc:
-            return exc
-
-    def _pipeline(self, command: int, paths: Sequence[str]) -> list[Any]:
-        """Send every request, then read the answers (paramiko hands each to ``_Answers`` by number)."""
-        client: Any = self._client
-        answers = _Answers()
-        numbers = [client._async_request(answers, command, client._adjust_cwd(p)) for p in paths]
-        while len(answers.got) < len(numbers):
-            client._read_response()
-        return [answers.result(client, n) for n in numbers]
+    def _round_trip(self, requests: int, send: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``_call`` for one round trip of ``requests`` requests (a pipelined burst, or one request)."""
+        result = self._call(send, *args, **kwargs)
+        self.requests += requests - 1  # _call counted one
+        return result
 
     def _checked_root(self, target: SftpTarget) -> str:
         """The target's root, once it is confirmed to be a real directory (not a symlink) on the server."""
@@ -383,69 +343,31 @@ class SftpAdapter:
         return transport is None or not transport.is_active()
 
 
-def _root(target: SftpTarget) -> str:
-    """The target's root without a trailing ``/``; refused unless absolute, normalised and not ``/``."""
-    root = target.root.rstrip("/")
-    if not root.startswith("/") or posixpath.normpath(root) != root:
-        raise UnsafeTargetError(f"{target.category}: archive root must be absolute, normalised and not /")
-    return root
-
-
 def _join(root: str, path: str) -> str:
     return f"{root}/{path.rstrip('/')}"
 
 
-def _dirs_on_the_way(path: str) -> list[str]:
-    """``a/b/c.txt`` -> ``[a, a/b]``; a directory ``a/b/`` -> ``[a, a/b]``: it is on the way to its files."""
-    parts = path.rstrip("/").split("/")
-    depth = len(parts) if path.endswith("/") else len(parts) - 1
-    return ["/".join(parts[:i]) for i in range(1, depth + 1)]
-
-
 def _way_known(
     chain: Sequence[str], dirs: Mapping[str, _Dir], failed: Mapping[str, OSError]
-) -> _Way | OSError:
+) -> Way | OSError:
     for d in chain:
         if d in failed:
             return failed[d]
         state = dirs[d]
         if state is _Dir.LINK:
-            return _Way.BLOCKED
+            return Way.BLOCKED
         if state is _Dir.ABSENT:
-            return _Way.MISSING
-    return _Way.OPEN
+            return Way.MISSING
+    return Way.OPEN
 
 
-def _looked(answer: Any, gone: Any = _GONE) -> Any:
+def _looked(answer: Any, gone: Any = GONE) -> Any:
     """A look-up's answer while locating; any failure but "no such file" (then ``gone``) stops the run."""
     if not isinstance(answer, OSError):
         return answer
     if answer.errno == errno.ENOENT:
         return gone
     raise _terminal(answer, "lookup") from answer
-
-
-class _Answers:
-    """Collects the answers paramiko reads for pipelined requests (it calls ``_async_response``)."""
-
-    def __init__(self) -> None:
-        self.got: dict[int, tuple[int, paramiko.Message]] = {}
-
-    def _async_response(self, kind: int, msg: paramiko.Message, number: int) -> None:
-        self.got[number] = (kind, msg)
-
-    def result(self, client: Any, number: int) -> Any:
-        """The attributes (LSTAT), None (a status OK) or the OSError of an error status."""
-        kind, msg = self.got[number]
-        if kind == CMD_ATTRS:
-            return paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
-        if kind != CMD_STATUS:
-            raise paramiko.SFTPError(f"unexpected SFTP response type {kind}")
-        try:
-            client._convert_status(msg)
-        except OSError as exc:
-            return exc
-        return None
 
 
 def _dir_state(attrs: paramiko.SFTPAttributes | None) -> _Dir:
@@ -457,20 +379,6 @@ def _dir_state(attrs: paramiko.SFTPAttributes | None) -> _Dir:
     return _Dir.ABSENT
 
 
-def _held(holds: HoldSet, item: SftpItem) -> bool:
-    """Held by subject, or by a path prefix relative to the root (as the hold registry stores them)."""
-    return holds.subject_held(item.subject) or holds.path_held(item.path)
-
-
-def _subject(record: Mapping[str, Any], field: str) -> str | None:
-    value = record.get(field)
-    return None if value is None else str(value)
-
-
-def _batch(items: list[SftpItem]) -> Batch[SftpItem]:
-    return Batch(items=items, keys=[i.path for i in items])
-
-
 def _code(exc: OSError) -> str:
     """A short, non-personal error code for an SFTP status error."""
     return "permission_denied" if exc.errno == errno.EACCES else "sftp_failure"
@@ -478,3 +386,16 @@ def _code(exc: OSError) -> str:
 
 def _terminal(exc: OSError, during: str) -> TerminalError:
     return TerminalError(f"sftp {_code(exc)} during {during}")
+
+
+SftpTarget = TreeTarget
+SftpItem = TreeItem
+
+
+def build_target(location: SftpLocation, inputs: TargetInputs) -> TreeTarget:
+    """The target of one SFTP location (see ``tree.build_tree_target``)."""
+    return build_tree_target(location, inputs)
+
+
+def _root(target: TreeTarget) -> str:
+    return checked_root(target, "archive")

@@ -20,8 +20,10 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from retention.ledger import ChainStatus, Ledger, UtcDateTime, check_table_name, db_errors
-from retention_airflow.runner import HUMAN_DECISIONS
+from retention.dberrors import db_errors
+from retention.dbutil import UtcDateTime, check_table_name
+from retention.ledger import ChainStatus, Ledger
+from retention.results import Reason, Skip
 
 log = logging.getLogger(__name__)
 
@@ -266,20 +268,20 @@ class LedgerReader:
         """
         t = self._t
         query = (
-            sa.select(t.c.category, t.c.action, t.c.outcome, t.c.reason)
+            sa.select(t.c.category, t.c.action, t.c.outcome, t.c.reason, t.c.detail)
             .where(t.c.run_id == run_id, t.c.outcome.in_(("approval_requested", *APPROVAL_DECISIONS)))
             .order_by(t.c.seq)
         )
         words = {"approval_requested": "awaiting approval", "approved": "approved", "rejected": "rejected"}
         approval: dict[str, str] = {}
         skip: dict[str, str] = {}
-        for category, action, outcome, reason in self._rows(query):
+        for category, action, outcome, reason, detail in self._rows(query):
             if category is None:
                 continue
             if action == "approval":
                 approval[category] = words.get(outcome, "approval not answered")
-            elif reason not in HUMAN_DECISIONS:
-                skip[category] = f"skipped: {reason}" if reason else "skipped"
+            elif not _human_decision(reason):
+                skip[category] = f"skipped: {skip_words(reason, detail)}" if reason else "skipped"
         return {
             c: "; ".join(part for part in (approval.get(c), skip.get(c)) if part)
             for c in sorted(approval.keys() | skip.keys())
@@ -430,3 +432,17 @@ class ChainCache:
         started = time.perf_counter()
         status = reader.ledger.verify_chain()
         return CheckedChain(status, datetime.now(UTC), time.perf_counter() - started)
+
+
+def _human_decision(reason: str | None) -> bool:
+    """A skip because of the approval itself (waiting, rejected, unanswered), which the page shows apart."""
+    return reason in _HUMAN_REASONS
+
+
+_HUMAN_REASONS = frozenset(r.value for r in Reason if r.human_decision)
+
+
+def skip_words(reason: str, detail: str | None) -> str:
+    """A skip entry of the ledger in words; an entry from before reasons were an enum, as recorded."""
+    skip = Skip.from_ledger(reason, json.loads(detail) if detail else None)
+    return skip.words() if skip is not None else reason

@@ -1,0 +1,122 @@
+"""The benchmark's services and worlds: the three real servers, generated worlds and identical copies of them.
+
+A world is a database, a bucket and an archive directory filled by the harness generator; the
+bounds run on copies (``CREATE DATABASE ... TEMPLATE``, a mirrored bucket written in the same
+order, a copied archive directory), so every measurement starts from the same data.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from bench.results import Sizes
+from harness.clients import sftp_session
+from harness.services import PostgresServer, S3Server, SftpServer, start_postgres, start_s3, start_sftp
+from harness.world_stores import generate
+from harness.world_truth import World
+from retention.ledger import Ledger
+
+
+@dataclass
+class Services:
+    """The three real servers the benchmark runs against."""
+
+    pg: PostgresServer
+    s3: S3Server
+    sftp: SftpServer
+
+
+def start_services(workdir: Path, stack: ExitStack) -> Services:
+    """PostgreSQL (durable: ``fast=False``), moto S3 and OpenSSH on loopback, stopped with ``stack``."""
+    pg = stack.enter_context(start_postgres(workdir, fast=False))
+    s3 = stack.enter_context(start_s3(workdir))
+    sftp = stack.enter_context(start_sftp(workdir))
+    return Services(pg, s3, sftp)
+
+
+class _Mirrored:
+    """A boto3 client for the generator that writes every object to a second bucket as well."""
+
+    def __init__(self, client: Any, bucket: str, mirror: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._mirror = mirror
+
+    def put_object(self, **params: Any) -> Any:
+        response = self._client.put_object(**params)
+        if params.get("Bucket") == self._bucket:
+            self._client.put_object(**{**params, "Bucket": self._mirror})
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@dataclass(frozen=True)
+class Built:
+    """One generated world: its database, bucket and archive directory (and the bound's copies)."""
+
+    name: str
+    db_url: str
+    bucket: str
+    archive_root: str
+    world: World
+    bound_bucket: str | None = None
+
+
+def build_world(svc: Services, name: str, sizes: Sizes, *, mirror: bool = False) -> Built:
+    """Generate a world into a new database, bucket and archive directory (``mirror``: a second bucket)."""
+    url = svc.pg.create_database(f"world_{name}")
+    bucket = svc.s3.create_bucket(f"bench-{name}")
+    bound_bucket = svc.s3.create_bucket(f"bench-{name}-bound") if mirror else None
+    root = svc.sftp.archive_root / name
+    root.mkdir()
+    client = svc.s3.client()
+    writer = _Mirrored(client, bucket, bound_bucket) if bound_bucket else client
+    engine = sa.create_engine(url)
+    try:
+        with sftp_session(svc.sftp.spec) as sftp:
+            world = generate(
+                engine,
+                s3_client=writer,
+                bucket=bucket,
+                sftp_client=sftp,
+                archive_root=str(root),
+                size=sizes.world(),
+                keep_truth=False,
+            )
+        Ledger(engine).ensure_schema()
+    finally:
+        engine.dispose()
+    return Built(name, url, bucket, str(root), world, bound_bucket)
+
+
+def copy_world(svc: Services, built: Built, suffix: str) -> tuple[str, str]:
+    """An identical copy of a world's database and archive directory; returns (database URL, archive root)."""
+    source, target = f"world_{built.name}", f"world_{built.name}_{suffix}"
+    svc.pg.admin(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(target), sql.Identifier(source)
+        )
+    )
+    root = f"{built.archive_root}_{suffix}"
+    shutil.copytree(built.archive_root, root, symlinks=True)
+    return svc.pg.url_for(target), root
+
+
+@contextmanager
+def pg_connection(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A psycopg connection in autocommit on the database of a SQLAlchemy URL (for the bare statements)."""
+    url = sa.make_url(db_url)
+    conninfo = f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        yield conn

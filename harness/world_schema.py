@@ -1,0 +1,161 @@
+"""The reference world's business schema: Alles-klar's tables, as the policies name them.
+
+``metadata`` holds the DDL (PostgreSQL and SQLite); ``create_schema`` creates what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+"""The agency's business schema; policies are written against these exact names."""
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _pk() -> Column[Any]:
+    return Column("id", _ID, primary_key=True, autoincrement=False)
+
+
+def _customer_fk() -> Column[Any]:
+    return Column("customer_id", _ID, ForeignKey("customers.id"), nullable=False, index=True)
+
+
+def _ts(name: str, *, nullable: bool = False, index: bool = False) -> Column[Any]:
+    return Column(name, DateTime(timezone=True), nullable=nullable, index=index)
+
+
+def _text(name: str, *, nullable: bool = False, unique: bool = False) -> Column[Any]:
+    return Column(name, Text(), nullable=nullable, unique=unique)
+
+
+Table(
+    "customers",
+    metadata,
+    _pk(),
+    _text("customer_no", unique=True),
+    _text("name"),
+    _text("email", nullable=True),
+    _text("phone", nullable=True),
+    _text("address"),
+    _ts("created_at"),
+    _ts("last_activity_at", index=True),
+)
+Table(
+    "contact_persons",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("name"),
+    _text("email"),
+    _text("phone"),
+    _text("role"),
+    _ts("created_at"),
+    _ts("last_activity_at", index=True),
+)
+Table(
+    "translation_jobs",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("title"),
+    _text("source_lang"),
+    _text("target_lang"),
+    _ts("ordered_at"),
+    _ts("delivered_at", nullable=True, index=True),
+    _text("notes"),
+)
+Table(
+    "documents",
+    metadata,
+    _pk(),
+    Column("job_id", _ID, ForeignKey("translation_jobs.id"), nullable=False, index=True),
+    _customer_fk(),
+    _text("filename"),
+    _text("s3_key"),
+    _text("archive_path", nullable=True),
+    _text("content_sha256"),
+    _ts("created_at"),
+    _ts("delivered_at", nullable=True, index=True),
+)
+Table(
+    "interpreting_assignments",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("interpreter_name"),
+    _text("venue", nullable=True),
+    _text("topic"),
+    _ts("assignment_at", index=True),
+    _text("notes", nullable=True),
+)
+Table(
+    "invoices",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("invoice_no", unique=True),
+    Column("invoice_date", Date(), nullable=False, index=True),
+    Column("amount_dkk", Numeric(12, 2), nullable=False),
+    _text("billing_name"),
+    _text("billing_address"),
+)
+Table(
+    "marketing_consents",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("email"),
+    _text("channel"),
+    _ts("given_at"),
+    _ts("withdrawn_at", nullable=True, index=True),
+)
+Table(
+    "third_party_data",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("source"),
+    _text("description"),
+    _ts("received_at", index=True),
+    _ts("customer_notified_at", nullable=True),
+)
+Table(
+    "correspondence",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("subject"),
+    _text("body"),
+    _ts("sent_at", index=True),
+    _text("direction"),
+)
+Table(
+    "privacy_requests",
+    metadata,
+    _pk(),
+    _customer_fk(),
+    _text("request_ref", unique=True),
+    _text("kind"),
+    _ts("received_at"),
+    _ts("completed_at", nullable=True, index=True),
+)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the business tables and their indexes where they do not exist yet."""
+    metadata.create_all(engine)

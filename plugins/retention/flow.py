@@ -1,0 +1,504 @@
+"""The rules of a whole run, in one place: plan, approve, erase per store, the ordered database
+pass, proof, the chain check, the summary or the receipt.
+
+The DAG tasks call these functions one step per task (``retention_airflow.tasks`` only
+translates between Airflow's context and these types); ``run_all`` calls the same functions
+in one process, in the DAG's order, for tests, the demo's check and the benchmark. So a run
+that passes here passes there by the same rules.
+
+A run is proven when every step that should have erased has a ``verified`` entry in the
+ledger, no task failed, and the ledger's hash chain is intact; otherwise the last step fails
+(``TerminalError``) after writing what it knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from retention import stores
+from retention.adapters.database import reflect_schema
+from retention.engine import RunContext, execute_step, plan_category, record_kept_by_law, records_entry
+from retention.errors import RetentionError, TerminalError
+from retention.ledger import ChainStatus, Ledger, LedgerEntry
+from retention.policy import Policy, check_against_schema
+from retention.results import (
+    ApprovalRequest,
+    CategoryPlan,
+    DatabasePass,
+    Decision,
+    Proof,
+    Reason,
+    RunInfo,
+    RunSummary,
+    Skip,
+    StepResult,
+    Totals,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- preparing --------------------------------------------------------------------------------------
+
+
+def describe(ctx: RunContext) -> RunInfo:
+    """What every later step of this run shares (no subject: it never goes into XCom)."""
+    return RunInfo(
+        run_id=ctx.run_id,
+        mode=ctx.mode,
+        now=ctx.now,
+        dry_run=ctx.dry_run,
+        policy_set_hash=ctx.policies.hash,
+        categories=tuple(ctx.policies.ids),
+        stores={p.id: tuple(p.stores()) for p in ctx.policies.policies},
+    )
+
+
+def check_policies(ctx: RunContext) -> None:
+    """Refuse the policy set if it names a table, column or relation the live business database
+    does not have, or deletes where the database would cascade into a table no policy names.
+
+    Reflects every table of the schema (the cascade check needs the tables that reference the
+    policies' tables): a bounded, one-time cost at the start of a run.
+    """
+    check_against_schema(ctx.policies, reflect_schema(ctx.database.engine))
+
+
+def prepare(ctx: RunContext, holds_check: Callable[[], object] | None = None) -> RunInfo:
+    """Check the policies against the live schema and describe the run; touches no data.
+
+    ``holds_check`` (the legal-hold registry's ``check_stored``, bound to the policy set and
+    the run's clock) is called too: a hold in force that no store could match fails the run
+    here, before anything is erased.
+    """
+    check_policies(ctx)
+    if holds_check is not None:
+        holds_check()
+    return describe(ctx)
+
+
+def check_same_policies(ctx: RunContext, run: RunInfo) -> None:
+    """A later step must act under the policy set the run was planned with."""
+    if ctx.policies.hash != run.policy_set_hash:
+        raise TerminalError("the policy files changed during the run; start a new run")
+
+
+# -- planning and approval --------------------------------------------------------------------------
+
+
+def plan(ctx: RunContext, category: str) -> CategoryPlan:
+    """Count what the category's run would touch; over the cap, record that it waits for a human."""
+    planned = plan_category(ctx.policies.get(category), ctx)
+    if planned.needs_approval and not ctx.dry_run:
+        ctx.record(
+            LedgerEntry(
+                run_id=ctx.run_id,
+                category=planned.category,
+                store="*",
+                location="*",
+                action="approval",
+                outcome="approval_requested",
+                count=planned.records,
+                subject_ref=ctx.subject_ref,
+                reason=planned.approval_reason,
+                policy_set_hash=ctx.policies.hash,
+            )
+        )
+    if planned.needs_approval:
+        planned = _with_approval_request(planned)
+    log.info(
+        "plan category=%s records=%s held=%s needs_approval=%s",
+        category,
+        planned.records,
+        planned.held,
+        planned.needs_approval,
+    )
+    return planned
+
+
+def _with_approval_request(plan: CategoryPlan) -> CategoryPlan:
+    """The approval form's subject and body for one category (counts only, no personal data)."""
+    rows = "\n".join(
+        f"| {loc} | {n if n >= 0 else 'rows of the records above'} |" for loc, n in plan.locations.items()
+    )
+    body = (
+        f"**{plan.category}**: {plan.approval_reason}.\n\n"
+        f"Records due: **{plan.records}** of {plan.total} "
+        f"({plan.held} more kept under legal hold).\n\n"
+        f"| location | items |\n|---|---:|\n{rows}\n\n"
+        "*Approve* erases them now, with verification and ledger entries. *Reject* erases nothing in this "
+        "category tonight; the rejection is recorded and tomorrow's run asks again."
+    )
+    subject = f"Approve erasure in {plan.category} ({plan.records} records)?"
+    return dataclasses.replace(plan, approval=ApprovalRequest(subject=subject, body=body))
+
+
+def decisions(
+    run: RunInfo, plans: Mapping[str, CategoryPlan | None], answers: Mapping[str, Decision | None]
+) -> dict[str, Decision]:
+    """Category -> the human's decision, for every category whose real plan needed one.
+
+    A missing answer (the approval task timed out, failed or never ran) is ``NO_ANSWER``:
+    without a decision nothing is erased.
+    """
+    if run.dry_run:
+        return {}
+    out: dict[str, Decision] = {}
+    for category in run.categories:
+        planned = plans.get(category)
+        if planned is not None and planned.needs_approval:
+            out[category] = answers.get(category) or Decision.NO_ANSWER
+    return out
+
+
+def not_run(decided: Mapping[str, Decision]) -> dict[str, Skip]:
+    """The categories a human did not let go ahead, with why."""
+    return {c: skip for c, d in decided.items() if (skip := d.skip) is not None}
+
+
+# -- erasing ----------------------------------------------------------------------------------------
+
+
+def erase_files(ctx: RunContext, run: RunInfo, category: str, store: str) -> StepResult | None:
+    """One file store of one category; None if the category keeps nothing there.
+
+    The database goes in ``database_pass``, in policy order, after every category's files.
+    """
+    if store == stores.DATABASE:
+        raise TerminalError("the database is erased by database_pass, in policy order")
+    if not run.uses(category, store):
+        return None
+    check_same_policies(ctx, run)
+    return execute_step(ctx.policies.get(category), store, ctx)
+
+
+def database_blocker(
+    policy: Policy, file_steps: Sequence[StepResult], skipped: Mapping[str, Skip]
+) -> Skip | None:
+    """Why a category's database rows must not be erased now, or None.
+
+    The rows are the index of the category's files: they stay while a file step did not run
+    or was not verified, or kept files for a reason other than a legal hold (a storage lock:
+    the row must still name the object when the lock ends). A category also waits for every
+    category it runs ``after`` (their rows may reference its rows).
+    """
+    if policy.id in skipped:
+        return skipped[policy.id]
+    for dep in policy.after:
+        if dep in skipped:
+            return Skip(Reason.BLOCKED_BY_DEPENDENCY, blocked_by=dep)
+    for store in policy.stores():
+        if store == stores.DATABASE:
+            continue
+        step = next((s for s in file_steps if s.category == policy.id and s.store == store), None)
+        if step is None or (not step.verified and not step.dry_run):
+            return Skip(Reason.FILES_UNVERIFIED, store=store)
+        if any(reason is not Reason.LEGAL_HOLD for reason in step.kept):
+            return Skip(Reason.STORAGE_LOCK, store=store)
+    return None
+
+
+def database_pass(
+    ctx: RunContext, file_steps: Sequence[StepResult], skipped: Mapping[str, Skip]
+) -> DatabasePass:
+    """Erase the database locations of every category, in policy order; return results and skips.
+
+    A category that cannot run (see ``database_blocker``) or fails blocks the categories that
+    run after it; independent categories still run. Transient errors propagate at once (the
+    whole pass is idempotent); terminal ones are re-raised after the pass with the rest done.
+    """
+    results: list[StepResult] = []
+    skips = dict(skipped)
+    failure: RetentionError | None = None
+    for policy in ctx.policies.policies:
+        if stores.DATABASE not in policy.stores():
+            continue
+        blocker = database_blocker(policy, file_steps, skips)
+        if blocker is not None:
+            skips.setdefault(policy.id, blocker)
+            ctx.record(
+                records_entry(
+                    ctx,
+                    policy,
+                    action="skip",
+                    outcome="skipped",
+                    count=0,
+                    reason=blocker.reason.value,
+                    detail=blocker.detail() or None,
+                )
+            )
+            continue
+        try:
+            result = execute_step(policy, stores.DATABASE, ctx)
+        except RetentionError as e:
+            if not e.terminal:
+                raise
+            failure = failure or e
+            skips[policy.id] = Skip(Reason.FAILED, error=type(e).__name__)
+            continue
+        if ctx.mode == "subject":
+            result = dataclasses.replace(result, kept_by_law=record_kept_by_law(policy, ctx))
+        results.append(result)
+    if failure is not None:
+        raise failure
+    return DatabasePass(results=tuple(results), skipped=skips)
+
+
+# -- proof and summary ------------------------------------------------------------------------------
+
+
+def _ledger(ctx: RunContext) -> Ledger:
+    if ctx.ledger is None:
+        raise TerminalError("this step needs the ledger")
+    return ctx.ledger
+
+
+def unproven_steps(ctx: RunContext, run: RunInfo, skipped: Mapping[str, Skip]) -> list[str]:
+    """Steps that should have erased and verified in this run but have no proof in the ledger."""
+    if run.dry_run:
+        return []
+    verified = {
+        (category, store)
+        for (category, store, outcome) in _ledger(ctx).outcomes_for_run(run.run_id)
+        if outcome == "verified"
+    }
+    missing = []
+    for category in run.categories:
+        skip = skipped.get(category)
+        if skip is not None and skip.accepted(skipped):
+            continue
+        for store in run.stores[category]:
+            if (store == stores.DATABASE and skip is not None) or (category, store) not in verified:
+                missing.append(f"{category}/{store}")
+    return missing
+
+
+def prove(
+    ctx: RunContext, run: RunInfo, skipped: Mapping[str, Skip], failed_tasks: Sequence[str] = ()
+) -> Proof:
+    """Whether the run proved its work: every expected step verified, no failed task, the chain intact."""
+    unproven = unproven_steps(ctx, run, skipped)
+    chain: ChainStatus = _ledger(ctx).verify_chain()
+    return Proof(
+        unproven=tuple(unproven),
+        failed_tasks=tuple(failed_tasks),
+        chain_ok=chain.ok,
+        chain_checked=chain.checked,
+        chain_head=chain.head_hash,
+        chain_problem=chain.problem,
+        chain_bad_seq=chain.first_bad_seq,
+    )
+
+
+def raise_unless_proven(proof: Proof) -> None:
+    """Fail the run's last step, naming what is missing, unless ``proof.ok``."""
+    if not proof.chain_ok:
+        raise TerminalError(f"ledger hash chain broken at seq {proof.chain_bad_seq}: {proof.chain_problem}")
+    if proof.unproven:
+        shown = ", ".join(proof.unproven[:10])
+        raise TerminalError(f"erasure not proven for {len(proof.unproven)} step(s): {shown}")
+    if proof.failed_tasks:
+        shown = ", ".join(proof.failed_tasks[:10])
+        raise TerminalError(f"{len(proof.failed_tasks)} task(s) failed: {shown}")
+
+
+def record_decisions(ctx: RunContext, decided: Mapping[str, Decision]) -> None:
+    """One ledger entry per human decision (approved, rejected, unanswered)."""
+    outcome = {Decision.APPROVED: "approved", Decision.REJECTED: "rejected", Decision.NO_ANSWER: "skipped"}
+    _ledger(ctx).append_many(
+        [
+            LedgerEntry(
+                run_id=ctx.run_id,
+                category=category,
+                store="*",
+                location="*",
+                action="approval",
+                outcome=outcome[d],
+                count=0,
+                policy_set_hash=ctx.policies.hash,
+                reason=Reason.NO_ANSWER.value if d is Decision.NO_ANSWER else None,
+            )
+            for category, d in decided.items()
+        ]
+    )
+
+
+def finish(
+    ctx: RunContext,
+    run: RunInfo,
+    decided: Mapping[str, Decision],
+    results: Sequence[StepResult],
+    skipped: Mapping[str, Skip],
+    failed_tasks: Sequence[str] = (),
+) -> RunSummary:
+    """Record the decisions and the run summary, verify the chain; fail if anything is unproven."""
+    record_decisions(ctx, decided)
+    proof = prove(ctx, run, skipped, failed_tasks)
+    summary = RunSummary(
+        run_id=run.run_id,
+        mode=run.mode,
+        dry_run=run.dry_run,
+        now=run.now,
+        categories=len(run.categories),
+        steps=len(results),
+        totals=Totals.of(list(results)),
+        not_erased=dict(sorted(skipped.items())),
+        proof=proof,
+    )
+    totals = summary.totals
+    # Written in a dry run too: the ledger shows that the run happened and what it found.
+    _ledger(ctx).append(
+        LedgerEntry(
+            run_id=ctx.run_id,
+            action="run",
+            outcome="summary",
+            count=totals.erased + totals.anonymised,
+            policy_set_hash=ctx.policies.hash,
+            detail={
+                "categories": summary.categories,
+                "steps": summary.steps,
+                "located": totals.located,
+                "erased": totals.erased,
+                "anonymised": totals.anonymised,
+                "kept": totals.kept,
+                "failed": totals.failed,
+                "not_erased": len(summary.not_erased),
+                "unproven": len(proof.unproven),
+                "failed_tasks": len(proof.failed_tasks),
+                "chain_ok": proof.chain_ok,
+                "chain_checked": proof.chain_checked,
+            },
+        )
+    )
+    raise_unless_proven(proof)
+    return summary
+
+
+@dataclass(frozen=True)
+class ReceiptRequest:
+    """A customer's request as the receipt names it: its reference and reason, never the customer."""
+
+    request_ref: str
+    reason: str
+
+
+ReceiptSink = Callable[[Mapping[str, Any]], Mapping[str, str]]
+"""Stores a receipt document; returns where (``bucket``, ``json_key``, ``markdown_key``, ``sha256``)."""
+
+
+def finish_request(
+    ctx: RunContext,
+    run: RunInfo,
+    request: ReceiptRequest,
+    results: Sequence[StepResult],
+    skipped: Mapping[str, Skip],
+    failed_tasks: Sequence[str] = (),
+    sink: ReceiptSink | None = None,
+) -> dict[str, Any]:
+    """Build the erasure receipt, store it through ``sink``, note it in the ledger; fail unless proven."""
+    from retention.receipt import build_receipt
+
+    proof = prove(ctx, run, skipped, failed_tasks)
+    doc = build_receipt(
+        request_ref=request.request_ref,
+        subject_ref=ctx.subject_ref or "",
+        reason=request.reason,
+        run_id=run.run_id,
+        now=run.now.isoformat(),
+        dry_run=run.dry_run,
+        policies=ctx.policies,
+        steps=results,
+        not_erased=skipped,
+    )
+    doc["verified"] = doc["verified"] and proof.ok
+    where: Mapping[str, str] = sink(doc) if sink is not None else {}
+    if where:
+        # Written in a dry run too: a dry-run receipt was stored and is referenced.
+        _ledger(ctx).append(
+            LedgerEntry(
+                run_id=ctx.run_id,
+                action="receipt",
+                outcome="summary",
+                store="s3",
+                location=f"s3:{where['bucket']}/{where['prefix']}",
+                subject_ref=ctx.subject_ref,
+                count=doc["totals"]["erased"] + doc["totals"]["anonymised"],
+                policy_set_hash=ctx.policies.hash,
+                items_digest=where["sha256"],
+                detail={"kept": doc["totals"]["kept"], "verified": doc["verified"]},
+            )
+        )
+    raise_unless_proven(proof)
+    return {**doc, "location": dict(where)} if where else doc
+
+
+# -- the whole run in one process -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Everything a whole run produced, for callers that run it in one process."""
+
+    run: RunInfo
+    plans: tuple[CategoryPlan, ...]
+    files: tuple[StepResult, ...]
+    database: DatabasePass
+    summary: RunSummary | None = None
+    """The nightly summary (``due`` mode)."""
+    receipt: dict[str, Any] | None = field(default=None, compare=False)
+    """The receipt (``subject`` mode)."""
+
+    @property
+    def results(self) -> tuple[StepResult, ...]:
+        return self.files + self.database.results
+
+    @property
+    def skipped(self) -> Mapping[str, Skip]:
+        return self.database.skipped
+
+
+def run_all(
+    ctx: RunContext,
+    *,
+    approved: Callable[[CategoryPlan], bool] | None = None,
+    request: ReceiptRequest | None = None,
+    sink: ReceiptSink | None = None,
+) -> RunOutcome:
+    """Plan and execute every category by the DAG's rules, in one process.
+
+    A category over its cap runs only if ``approved(plan)`` says so; otherwise it waits
+    (``awaiting_approval``), with the categories that run after it. The run ends as the DAG's
+    last task does: the nightly summary, or in subject mode the receipt; either fails
+    (``TerminalError``) unless the run is proven.
+    """
+    run = prepare(ctx)
+    plans = tuple(plan(ctx, category) for category in run.categories)
+    waiting: dict[str, Skip] = {}
+    decided: dict[str, Decision] = {}
+    for p in plans:
+        if p.needs_approval and not run.dry_run:
+            if approved is not None and approved(p):
+                decided[p.category] = Decision.APPROVED
+            else:
+                waiting[p.category] = Skip(Reason.AWAITING_APPROVAL)
+    files = tuple(
+        result
+        for p in plans
+        if p.category not in waiting
+        for store in stores.FILE_STORES
+        if (result := erase_files(ctx, run, p.category, store)) is not None
+    )
+    database = database_pass(ctx, files, waiting)
+    results = files + database.results
+    if run.mode == "subject":
+        if request is None:
+            raise_unless_proven(prove(ctx, run, database.skipped))
+            return RunOutcome(run, plans, files, database)
+        receipt = finish_request(ctx, run, request, results, database.skipped, sink=sink)
+        return RunOutcome(run, plans, files, database, receipt=receipt)
+    summary = finish(ctx, run, decided, results, database.skipped)
+    return RunOutcome(run, plans, files, database, summary=summary)
