@@ -18,7 +18,8 @@ from harness.airflow_api import RunOutcome
 from harness.demo_config import ADMIN, ERASURE, NIGHTLY, policy_stores
 from harness.demo_stores import Stores
 from harness.world_rules import NOW
-from retention.results import Reason, Skip
+from retention.results import Reason, RunSummary, Skip
+from retention.serde import from_json
 
 KEPT_LABELS = {
     Reason.LEGAL_HOLD.value: "legal hold",
@@ -158,13 +159,16 @@ def nightly_summary(engine: sa.Engine, outcome: RunOutcome, final: Mapping[str, 
     lines = [f"Nightly retention run {outcome.run_id} (as of {NOW.isoformat()}): {outcome.state}", ""]
     lines.append(render_table(cells))
     if final:
+        summary = from_json(RunSummary, final)
+        totals, proof = summary.totals, summary.proof
         lines += [
             "",
-            f"finish_nightly: erased {final['erased']}, anonymised {final['anonymised']}, "
-            f"kept {final['kept']}, failed {final['failed']}; "
-            f"ledger chain {'intact' if final['chain_ok'] else 'BROKEN'} "
-            f"({final['chain_checked']} entries, head {str(final['chain_head'])[:16]}…)",
+            f"finish_nightly: erased {totals.erased}, anonymised {totals.anonymised}, "
+            f"kept {totals.kept}, failed {totals.failed}; "
+            f"ledger chain {'intact' if proof.chain_ok else 'BROKEN'} "
+            f"({proof.chain_checked} entries, head {proof.chain_head[:16]}…)",
         ]
+        lines += [f"  not erased: {c}: {skip.words()}" for c, skip in summary.not_erased.items()]
     if outcome.waiting:
         lines += [
             "",

@@ -160,7 +160,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         location_label(loc): -1 if isinstance(loc, DatabaseLocation) and loc.foreign_key else records
         for loc in policy.locations
     }
-    needs, why = _cap_check(policy, records, total) if ctx.mode == "due" else (False, None)
+    why = cap_exceeded(policy, records, total) if ctx.mode == "due" else None
     return CategoryPlan(
         category=policy.id,
         stores=tuple(policy.stores()),
@@ -168,23 +168,23 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         total=total,
         held=selected_all - records,
         locations=locations,
-        needs_approval=needs,
+        needs_approval=why is not None,
         approval_reason=why,
         dry_run=ctx.dry_run,
         kept_by_law=kept_by_law(policy, ctx) if ctx.mode == "subject" else None,
     )
 
 
-def _cap_check(policy: Policy, records: int, total: int) -> tuple[bool, str | None]:
+def cap_exceeded(policy: Policy, records: int, total: int) -> str | None:
+    """Why ``records`` of ``total`` exceed the category's blast-radius cap, or None."""
     cap = policy.cap
     if records > cap.max_items:
-        return True, f"{records} records exceed the cap of {cap.max_items}"
+        return f"{records} records exceed the cap of {cap.max_items}"
     if total and records / total > cap.max_fraction:
         return (
-            True,
-            f"{records} of {total} records ({records / total:.1%}) exceed the cap of {cap.max_fraction:.0%}",
+            f"{records} of {total} records ({records / total:.1%}) exceed the cap of {cap.max_fraction:.0%}"
         )
-    return False, None
+    return None
 
 
 def kept_by_law(policy: Policy, ctx: RunContext) -> KeptByLaw | None:

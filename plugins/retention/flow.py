@@ -21,7 +21,15 @@ from typing import Any
 
 from retention import stores
 from retention.adapters.database import reflect_schema
-from retention.engine import RunContext, execute_step, plan_category, record_kept_by_law, records_entry
+from retention.engine import (
+    RunContext,
+    cap_exceeded,
+    execute_step,
+    plan_category,
+    record_kept_by_law,
+    records_entry,
+    selection_for,
+)
 from retention.errors import RetentionError, TerminalError
 from retention.ledger import ChainStatus, Ledger, LedgerEntry
 from retention.policy import Policy, check_against_schema
@@ -160,19 +168,67 @@ def not_run(decided: Mapping[str, Decision]) -> dict[str, Skip]:
     return {c: skip for c, d in decided.items() if (skip := d.skip) is not None}
 
 
+@dataclass(frozen=True)
+class Clearance:
+    """What a category's erasure was cleared for: its plan, and the human's answer where one was needed."""
+
+    plan: CategoryPlan | None
+    decision: Decision | None = None
+
+
+def clearances(
+    run: RunInfo, plans: Mapping[str, CategoryPlan | None], decided: Mapping[str, Decision]
+) -> dict[str, Clearance]:
+    """Category -> its clearance; a category without a plan gets one that clears nothing."""
+    return {c: Clearance(plans.get(c), decided.get(c)) for c in run.categories}
+
+
+def cleared(ctx: RunContext, category: str, clearance: Clearance | None) -> Skip | None:
+    """Why the category may not erase now, or None. Fails closed.
+
+    No plan (its task failed, or was marked done by hand) erases nothing. Over the cap, only an
+    approval clears it. And the cap is checked again from a fresh count: more due now than the
+    cap allows without a human, or than the human approved, erases nothing.
+    """
+    plan = clearance.plan if clearance is not None else None
+    if plan is None:
+        return Skip(Reason.NO_PLAN)
+    if ctx.dry_run or ctx.mode != "due":
+        return None
+    decision = clearance.decision if clearance is not None else None
+    if plan.needs_approval and decision is not Decision.APPROVED:
+        return (decision or Decision.NO_ANSWER).skip
+    policy = ctx.policies.get(category)
+    fresh = ctx.database.count(selection_for(policy, ctx), ctx.hold_source(category)())
+    if fresh <= plan.records:
+        return None
+    if plan.needs_approval or cap_exceeded(policy, fresh, plan.total) is not None:
+        log.warning(
+            "category=%s due now=%d planned=%d: over the cap, nothing erased", category, fresh, plan.records
+        )
+        return Skip(Reason.OVER_CAP)
+    return None
+
+
 # -- erasing ----------------------------------------------------------------------------------------
 
 
-def erase_files(ctx: RunContext, run: RunInfo, category: str, store: str) -> StepResult | None:
+def erase_files(
+    ctx: RunContext, run: RunInfo, category: str, store: str, clearance: Clearance | None
+) -> StepResult | None:
     """One file store of one category; None if the category keeps nothing there.
 
-    The database goes in ``database_pass``, in policy order, after every category's files.
+    Refuses (``TerminalError``, nothing erased) unless ``cleared``. The database goes in
+    ``database_pass``, in policy order, after every category's files.
     """
     if store == stores.DATABASE:
         raise TerminalError("the database is erased by database_pass, in policy order")
     if not run.uses(category, store):
         return None
     check_same_policies(ctx, run)
+    skip = cleared(ctx, category, clearance)
+    if skip is not None:
+        raise TerminalError(f"{category}/{store}: {skip.words()}")
     return execute_step(ctx.policies.get(category), store, ctx)
 
 
@@ -203,7 +259,10 @@ def database_blocker(
 
 
 def database_pass(
-    ctx: RunContext, file_steps: Sequence[StepResult], skipped: Mapping[str, Skip]
+    ctx: RunContext,
+    file_steps: Sequence[StepResult],
+    skipped: Mapping[str, Skip],
+    cleared_for: Mapping[str, Clearance],
 ) -> DatabasePass:
     """Erase the database locations of every category, in policy order; return results and skips.
 
@@ -218,6 +277,8 @@ def database_pass(
         if stores.DATABASE not in policy.stores():
             continue
         blocker = database_blocker(policy, file_steps, skips)
+        if blocker is None:
+            blocker = cleared(ctx, policy.id, cleared_for.get(policy.id))
         if blocker is not None:
             skips.setdefault(policy.id, blocker)
             ctx.record(
@@ -485,14 +546,15 @@ def run_all(
                 decided[p.category] = Decision.APPROVED
             else:
                 waiting[p.category] = Skip(Reason.AWAITING_APPROVAL)
+    cleared_for = clearances(run, {p.category: p for p in plans}, decided)
     files = tuple(
         result
         for p in plans
         if p.category not in waiting
         for store in stores.FILE_STORES
-        if (result := erase_files(ctx, run, p.category, store)) is not None
+        if (result := erase_files(ctx, run, p.category, store, cleared_for[p.category])) is not None
     )
-    database = database_pass(ctx, files, waiting)
+    database = database_pass(ctx, files, waiting, cleared_for)
     results = files + database.results
     if run.mode == "subject":
         if request is None:

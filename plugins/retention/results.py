@@ -39,6 +39,10 @@ class Reason(StrEnum):
     """A file step of the category did not run or was not verified; its rows stay as the index."""
     FAILED = "failed"
     """The step failed (the error's class is recorded with it)."""
+    NO_PLAN = "no_plan"
+    """No plan was recorded for the category (its plan task failed or was marked done by hand)."""
+    OVER_CAP = "over_cap"
+    """At erase time more is due than the cap allows without a human, or than a human approved."""
 
     @property
     def accepted(self) -> bool:
@@ -68,6 +72,8 @@ _WORDS = {
     Reason.BLOCKED_BY_DEPENDENCY: "blocked",
     Reason.FILES_UNVERIFIED: "files not verified",
     Reason.FAILED: "failed",
+    Reason.NO_PLAN: "no plan recorded; nothing erased",
+    Reason.OVER_CAP: "more due at erase time than the cap or the approval allows; nothing erased",
 }
 
 

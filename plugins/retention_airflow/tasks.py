@@ -91,8 +91,8 @@ def _file_steps(run: RunInfo) -> list[StepResult]:
     ]
 
 
-def _decisions(run: RunInfo) -> dict[str, Decision]:
-    """Category -> the human's decision, for the categories whose plan needed one."""
+def _plans_and_answers(run: RunInfo) -> tuple[dict[str, CategoryPlan | None], dict[str, Decision | None]]:
+    """Every category's plan (None where its task left none) and the human's answer (None: none given)."""
     n = len(run.categories)
     plans: dict[str, CategoryPlan | None] = {}
     answers: dict[str, Decision | None] = {}
@@ -100,11 +100,40 @@ def _decisions(run: RunInfo) -> dict[str, Decision]:
         run.categories, _pull_mapped("plan", n), _pull_mapped("approve", n), strict=True
     ):
         plans[category] = from_json(CategoryPlan, plan_value) if isinstance(plan_value, dict) else None
-        chosen = answer.get("chosen_options") if isinstance(answer, dict) else None
-        answers[category] = _HITL.get(chosen[0]) if chosen else None
+        answers[category] = _answer(answer)
+    return plans, answers
+
+
+def _answer(answer: Any) -> Decision | None:
+    chosen = answer.get("chosen_options") if isinstance(answer, dict) else None
+    return _HITL.get(chosen[0]) if chosen else None
+
+
+def _decisions(run: RunInfo) -> dict[str, Decision]:
+    """Category -> the human's decision, for the categories whose plan needed one."""
     from retention import flow
 
-    return flow.decisions(run, plans, answers)
+    return flow.decisions(run, *_plans_and_answers(run))
+
+
+def _clearances(run: RunInfo) -> dict[str, Any]:
+    """Category -> what its erasure was cleared for (plan and decision), read from this run's XCom."""
+    from retention import flow
+
+    plans, answers = _plans_and_answers(run)
+    return flow.clearances(run, plans, flow.decisions(run, plans, answers))
+
+
+def _own_clearance(run: RunInfo, category: str) -> Any:
+    """The clearance of this mapped task's own category (its plan and approval, same map index)."""
+    from retention import flow
+
+    ti = get_current_context()["ti"]
+    plan_value = ti.xcom_pull(task_ids=f"{GROUP}.plan", map_indexes=ti.map_index, default=None)
+    plan = from_json(CategoryPlan, plan_value) if isinstance(plan_value, dict) else None
+    answer = ti.xcom_pull(task_ids=f"{GROUP}.approve", map_indexes=ti.map_index, default=None)
+    decided = flow.decisions(run, {category: plan}, {category: _answer(answer)})
+    return flow.Clearance(plan, decided.get(category))
 
 
 def _database_pass() -> DatabasePass:
@@ -217,7 +246,10 @@ class CapApprovalOperator(ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
-        plan = ti.xcom_pull(task_ids=f"{GROUP}.plan", map_indexes=ti.map_index) or {}
+        plan = ti.xcom_pull(task_ids=f"{GROUP}.plan", map_indexes=ti.map_index)
+        if not isinstance(plan, dict):
+            # Fail closed: a plan task that failed or was marked done by hand cleared nothing.
+            raise AirflowFailException("no plan was recorded for this category: nothing is erased")
         if not plan.get("needs_approval") or plan.get("dry_run"):
             log.info("SUMMARY category=%s approval not needed", plan.get("category"))
             return {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
@@ -239,8 +271,9 @@ def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any
     if not info.uses(category, store):
         log.info("SUMMARY category=%s store=%s not used by this category", category, store)
         return None
+    clearance = _own_clearance(info, category)
     with clients.run_context(info, subject=_subject(), stores=(store,)) as ctx:
-        result = flow.erase_files(ctx, info, category, store)
+        result = flow.erase_files(ctx, info, category, store, clearance)
     if result is None:
         return None
     _summary_line(result)
@@ -260,7 +293,8 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
 
     info = _run(run)
     with clients.run_context(info, subject=_subject()) as ctx:
-        out = flow.database_pass(ctx, _file_steps(info), flow.not_run(_decisions(info)))
+        decided = _decisions(info)
+        out = flow.database_pass(ctx, _file_steps(info), flow.not_run(decided), _clearances(info))
     for r in out.results:
         _summary_line(r)
     for category, skip in out.skipped.items():

@@ -20,15 +20,17 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from harness.airflow_api import RunOutcome
 from harness.airflow_setup import airflow_components, airflow_env, write_private
 from harness.demo_config import DemoError, policy_stores
 from harness.demo_stores import choose_customer, sqlite_conn
-from harness.demo_summary import ledger_cells, render_table, run_entries
+from harness.demo_summary import ledger_cells, nightly_summary, render_table, run_entries
 from harness.processes import MARKER, ProcessRecord, State, prepare_demo_dir, stop_demo
 from harness.world_truth import Fate
 from retention.flow import run_all
 from retention.policy import load_policies
 from retention.results import CategoryPlan
+from retention.serde import to_json
 from tests.integration.conftest import POLICY_DIR, WorldEnv
 
 TIGHT = "marketing_consents"
@@ -57,7 +59,7 @@ def test_summary_of_an_engine_run_matches_the_world(world_env: WorldEnv, tmp_pat
     def approved(plan: CategoryPlan) -> bool:
         return plan.category != TIGHT
 
-    run_all(ctx, approved=approved)
+    outcome = run_all(ctx, approved=approved)
     stores = policy_stores()
     cells = ledger_cells(run_entries(env.engine, ctx.run_id), stores)
 
@@ -92,6 +94,15 @@ def test_summary_of_an_engine_run_matches_the_world(world_env: WorldEnv, tmp_pat
     ]
     tight_row = next(line for line in lines if line.startswith(TIGHT))
     assert "awaiting approval" in tight_row
+
+    # What the demo prints after the run: the table, then finish_nightly's summary as it comes from XCom.
+    assert outcome.summary is not None
+    printed = nightly_summary(
+        env.engine, RunOutcome("retention_nightly", ctx.run_id, "success"), to_json(outcome.summary)
+    )
+    totals = outcome.summary.totals
+    assert f"finish_nightly: erased {totals.erased}, anonymised {totals.anonymised}" in printed
+    assert f"not erased: {TIGHT}: awaiting approval" in printed
     for cid in range(1, world.size.customers + 1):
         canary = world.canaries(cid)
         for value in (canary.name, canary.email, canary.phone):

@@ -148,17 +148,20 @@ def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWor
     # The nightly run, as run_all does it, but with the database only: categories over their
     # cap wait for approval, categories whose files were not erased are skipped by the engine.
     ctx = _context(engine, NIGHTLY)
-    waiting = []
-    for policy in ctx.policies.policies:
-        if flow.plan(ctx, policy.id).needs_approval:
-            waiting.append(policy.id)
-    nightly_pass = flow.database_pass(ctx, [], {c: Skip(Reason.AWAITING_APPROVAL) for c in waiting})
+    run = flow.describe(ctx)
+    plans = {c: flow.plan(ctx, c) for c in run.categories}
+    waiting = [c for c, p in plans.items() if p.needs_approval]
+    nightly_pass = flow.database_pass(
+        ctx, [], {c: Skip(Reason.AWAITING_APPROVAL) for c in waiting}, flow.clearances(run, plans, {})
+    )
     nightly, skipped = nightly_pass.results, dict(nightly_pass.skipped)
     assert waiting and nightly, "the small world must have both work and a category over its cap"
 
     subject = world.customers_with(Profile.ACTIVE)[0]
     erasure_ctx = _context(engine, ERASURE, mode="subject", subject=str(subject))
-    erasure = flow.database_pass(erasure_ctx, [], {}).results
+    erasure_run = flow.describe(erasure_ctx)
+    erasure_plans = {c: flow.plan(erasure_ctx, c) for c in erasure_run.categories}
+    erasure = flow.database_pass(erasure_ctx, [], {}, flow.clearances(erasure_run, erasure_plans, {})).results
     subject_ref = erasure_ctx.subject_ref or ""
     digest = hashlib.sha256(b"receipt document").hexdigest()
     ledger.append(
