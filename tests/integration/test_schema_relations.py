@@ -212,9 +212,7 @@ def test_set_null_into_an_unnamed_table_is_refused(empty_db: Engine) -> None:
         " order_id INTEGER REFERENCES orders(id) ON DELETE SET NULL)",
     )
     e = refused(empty_db, policies(policy("orders", "orders")))
-    assert e.message.startswith(
-        "deleting from orders cascades to orders -> audit, which no policy names"
-    )
+    assert e.message.startswith("deleting from orders cascades to orders -> audit, which no policy names")
     assert "(ON DELETE SET NULL of audit.order_id -> orders.id)" in e.message
 
 

@@ -214,9 +214,7 @@ def test_schema_check_refuses_missing_table_and_columns() -> None:
         with pytest.raises(PolicyError, match=rf"{FILE}: {field}: column '{missing}' does not exist"):
             check_against_schema(only_docs, _info({"documents": broken}))
     with pytest.raises(PolicyError, match="is not a date or timestamp"):
-        check_against_schema(
-            only_docs, _info({"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}})
-        )
+        check_against_schema(only_docs, _info({"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}}))
 
 
 def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
@@ -257,8 +255,13 @@ def _set(*policies: Policy) -> PolicySet:
     return PolicySet(tuple(policies), {p.id: f"{p.id}.yaml" for p in policies})
 
 
-def _table(*columns: str, pk: tuple[str, ...] = ("id",), unique: frozenset[str] = frozenset(),
-           not_null: frozenset[str] = frozenset(), fks: tuple[ForeignKeyInfo, ...] = ()) -> TableInfo:
+def _table(
+    *columns: str,
+    pk: tuple[str, ...] = ("id",),
+    unique: frozenset[str] = frozenset(),
+    not_null: frozenset[str] = frozenset(),
+    fks: tuple[ForeignKeyInfo, ...] = (),
+) -> TableInfo:
     import sqlalchemy as sa
 
     cols = {c: ColumnInfo(sa.BigInteger(), nullable=c not in not_null and c not in pk) for c in columns}
@@ -298,8 +301,10 @@ def test_relations_refuses_a_child_without_the_foreign_key_constraint() -> None:
     [
         (_fk("order_id", "customers"), "order_lines.order_id -> customers.id"),
         (_fk("order_id", "orders", key="ref"), "order_lines.order_id -> orders.ref"),
-        (ForeignKeyInfo(("order_id", "customer_id"), "orders", ("id", "customer_id")),
-         "order_lines.order_id, customer_id -> orders.id, customer_id"),
+        (
+            ForeignKeyInfo(("order_id", "customer_id"), "orders", ("id", "customer_id")),
+            "order_lines.order_id, customer_id -> orders.id, customer_id",
+        ),
     ],
 )
 def test_relations_refuses_a_foreign_key_to_another_table_or_column(fk: ForeignKeyInfo, has: str) -> None:
