@@ -57,6 +57,18 @@ chain, writes the run summary (its return value, in XCom) and fails if any step 
   and clear it with downstream; other categories' rows were erased as usual (those that run
   `after` it wait with it).
 
+**Runbook: due data left behind.** `finish_nightly`'s log has a line
+`SUMMARY category=... due but not erased: reason=count` per category, and its return value a
+`backlog`. Holds, statutes and storage locks are expected to last. Any other reason three
+nights in a row fails `finish_nightly` naming `category:reason`:
+- `unsafe_target`: a stored key or path is empty, absolute, padded or climbs out of its root;
+  correct the value in the business data (the engine never normalises it).
+- `shared_with_not_due`: another record, not due yet, names the same object or a prefix of it;
+  expected until that record is due, unless the data is wrong.
+- `blocked_by_reference`: rows that stay (for their own reason) reference these.
+- `rejected`, `no_answer`: answer the approval, or change the cap.
+- `no_plan`, `over_cap`, `files_unverified`, `failed`: see the failed task's log.
+
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
 `category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is

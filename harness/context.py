@@ -18,6 +18,7 @@ from retention.adapters.base import StoreAdapter
 from retention.adapters.database import DatabaseAdapter
 from retention.engine import RunContext
 from retention.holds import HoldRegistry
+from retention.keeps import KeptRecords
 from retention.ledger import Ledger
 from retention.policy import PolicySet
 from retention.results import Mode
@@ -68,6 +69,8 @@ def engine_context(
     if filesystem_root is not None:
         adapters["filesystem"] = FilesystemAdapter()
         roots["filesystem"] = filesystem_root
+    keeps = KeptRecords(engine)
+    keeps.ensure_schema()
     return RunContext(
         run_id=run or run_id(),
         now=now,
@@ -75,6 +78,7 @@ def engine_context(
         database=DatabaseAdapter(engine, batch_size=batch_size),
         pseudonym_key=pseudonym_key,
         ledger=Ledger(engine),
+        keeps=keeps,
         holds=HoldRegistry(engine).current,
         adapters=adapters,
         bucket_map={POLICY_BUCKET: bucket} if bucket else {},

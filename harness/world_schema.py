@@ -39,8 +39,8 @@ def _ts(name: str, *, nullable: bool = False, index: bool = False) -> Column[Any
     return Column(name, DateTime(timezone=True), nullable=nullable, index=index)
 
 
-def _text(name: str, *, nullable: bool = False, unique: bool = False) -> Column[Any]:
-    return Column(name, Text(), nullable=nullable, unique=unique)
+def _text(name: str, *, nullable: bool = False, unique: bool = False, index: bool = False) -> Column[Any]:
+    return Column(name, Text(), nullable=nullable, unique=unique, index=index)
 
 
 Table(
@@ -86,8 +86,9 @@ Table(
     Column("job_id", _ID, ForeignKey("translation_jobs.id"), nullable=False, index=True),
     _customer_fk(),
     _text("filename"),
-    _text("s3_key"),
-    _text("archive_path", nullable=True),
+    # Indexed: the engine looks up which records name a key or path before erasing it.
+    _text("s3_key", index=True),
+    _text("archive_path", nullable=True, index=True),
     _text("content_sha256"),
     _ts("created_at"),
     _ts("delivered_at", nullable=True, index=True),

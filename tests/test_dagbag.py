@@ -65,12 +65,16 @@ def test_the_check_catches_broken_empty_and_undocumented_files(tmp_path: Path) -
 
 def doc_drift(folder: Path) -> list[str]:
     """Names in a DAG's ``doc_md`` (in backticks) that are none of its tasks, groups, params, param
-    values, policy fields or the ledger asset; and tasks its ``doc_md`` does not name."""
+    values, policy fields, reasons, run-summary fields, settings or the ledger asset; and tasks its
+    ``doc_md`` does not name."""
     import re
+    from dataclasses import fields
 
     from airflow.dag_processing.dagbag import DagBag
 
     from retention.policy import Policy
+    from retention.results import Reason, RunSummary
+    from retention_airflow.clients import Settings
     from retention_airflow.tasks import LEDGER_ASSET
 
     problems = []
@@ -80,7 +84,8 @@ def doc_drift(folder: Path) -> list[str]:
         known = tasks | {part for t in tasks for part in t.split(".")} | set(dag.params.keys())
         for param in dag.params.values():
             known |= {str(v) for v in (param.schema or {}).get("enum") or ()}
-        known |= set(Policy.model_fields) | {LEDGER_ASSET.name}
+        known |= set(Policy.model_fields) | {LEDGER_ASSET.name} | {r.value for r in Reason}
+        known |= {f.name for f in fields(RunSummary)} | {f.name for f in fields(Settings)}
         problems += [f"{dag_id}: doc_md names `{n}`, which is not in the DAG" for n in sorted(named - known)]
         problems += [
             f"{dag_id}: doc_md does not name task {t}"

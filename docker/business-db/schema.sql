@@ -159,8 +159,12 @@ CREATE TABLE documents (
 	FOREIGN KEY(customer_id) REFERENCES customers (id)
 );
 
+CREATE INDEX ix_documents_archive_path ON documents (archive_path);
+
 CREATE INDEX ix_documents_customer_id ON documents (customer_id);
 
 CREATE INDEX ix_documents_delivered_at ON documents (delivered_at);
 
 CREATE INDEX ix_documents_job_id ON documents (job_id);
+
+CREATE INDEX ix_documents_s3_key ON documents (s3_key);

@@ -31,16 +31,21 @@ from retention.adapters.base import (
     HoldSet,
     HoldSource,
     KeyDigest,
+    Record,
     RecordSource,
+    SharedCheck,
     StoreAdapter,
     VerifyOutcome,
     no_holds,
+    not_shared,
 )
 from retention.adapters.database import DatabaseAdapter, RowSelection
 from retention.clock import cutoff_for, until_for
-from retention.errors import EraseFailedError, TerminalError, VerificationError
+from retention.errors import EraseFailedError, TerminalError, UnsafeTargetError, VerificationError
+from retention.keeps import KeptRecords
 from retention.ledger import Ledger, LedgerEntry
-from retention.locations import AnyLocation, DatabaseLocation
+from retention.locations import AnyLocation, DatabaseLocation, FileLocation, S3Location
+from retention.paths import render
 from retention.policy import Policy, PolicySet
 from retention.pseudonym import pseudonymise
 from retention.results import CategoryPlan, KeptByLaw, Mode, Reason, StepResult
@@ -61,6 +66,8 @@ class RunContext:
     database: DatabaseAdapter
     pseudonym_key: bytes
     ledger: Ledger | None = None
+    keeps: KeptRecords | None = None
+    """Where file steps note the records whose items they kept; None: rows are not kept for files."""
     holds: HoldReader | None = None
     """None means no registry (tests of single stores)."""
     adapters: Mapping[str, StoreAdapter[Any]] = field(default_factory=dict)
@@ -118,25 +125,96 @@ def selection_for(policy: Policy, ctx: RunContext) -> RowSelection:
     return dataclasses.replace(base, subject=ctx.subject, cutoff=cutoff)
 
 
-def targets_for(policy: Policy, store: str, ctx: RunContext) -> list[tuple[str, Any]]:
-    """(location label, adapter target) for each of the category's locations in ``store``."""
+def targets_for(
+    policy: Policy,
+    store: str,
+    ctx: RunContext,
+    unsafe: set[str] | None = None,
+    excluded: frozenset[str] = frozenset(),
+) -> list[tuple[str, Any]]:
+    """(location label, adapter target) for each of the category's locations in ``store``.
+
+    A file location sees only the records whose key or path renders safely; the keys of the
+    others go into ``unsafe`` (their items are never touched, their rows stay). The selection
+    leaves out the ``excluded`` records (those this run's file steps kept).
+    """
     sel = selection_for(policy, ctx)
+    if excluded:
+        sel = dataclasses.replace(sel, excluded=excluded)
+    db = ctx.database
+    out: list[tuple[str, Any]] = []
+    for loc in policy.locations_in(store):
+
+        def records(columns: Sequence[str], template: str | None = loc.template) -> RecordSource:
+            source: RecordSource = lambda: db.iter_records(sel, columns)  # noqa: E731
+            return source if template is None else _safe(source, template, sel.key, unsafe)
+
+        inputs = stores.TargetInputs(
+            category=policy.id,
+            selection=sel,
+            records=records,
+            subject_field=policy.records.subject,
+            holds=ctx.hold_source(policy.id),
+            pseudonym_key=ctx.pseudonym_key,
+            shared=not_shared if isinstance(loc, DatabaseLocation) else _shared_check(loc, ctx),
+            bucket_map=ctx.bucket_map,
+            roots=ctx.roots,
+            tables=frozenset(d.table for d in policy.database_locations()),
+            records_deleted=any(
+                d.table == policy.records.table and d.action == "delete" for d in policy.database_locations()
+            ),
+        )
+        out.append((location_label(loc), stores.build_target(loc, inputs)))
+    return out
+
+
+def _shared_check(loc: FileLocation, ctx: RunContext) -> SharedCheck:
+    """Of item keys in ``loc``'s bucket or root, those that a record which may not be erased now also
+    names, through any location of any category in the same place (this one included)."""
+    place = _place(loc, ctx)
+    namers = [
+        (p, other)
+        for p in ctx.policies.policies
+        for other in p.file_locations()
+        if _place(other, ctx) == place
+    ]
     db = ctx.database
 
-    def records(columns: Sequence[str]) -> RecordSource:
-        return lambda: db.iter_records(sel, columns)
+    def check(keys: Sequence[str]) -> frozenset[str]:
+        blocked: set[str] = set()
+        if keys:
+            for policy, other in namers:
+                holds = ctx.hold_source(policy.id)()
+                blocked |= db.naming_not_erasable(selection_for(policy, ctx), holds, other.template, keys)
+        return frozenset(blocked)
 
-    inputs = stores.TargetInputs(
-        category=policy.id,
-        selection=sel,
-        records=records,
-        subject_field=policy.records.subject,
-        holds=ctx.hold_source(policy.id),
-        pseudonym_key=ctx.pseudonym_key,
-        bucket_map=ctx.bucket_map,
-        roots=ctx.roots,
-    )
-    return [(location_label(loc), stores.build_target(loc, inputs)) for loc in policy.locations_in(store)]
+    return check
+
+
+def _place(loc: FileLocation, ctx: RunContext) -> tuple[str, str]:
+    """Where a location's items live: a store and its real bucket or root."""
+    if isinstance(loc, S3Location):
+        return loc.store, ctx.bucket_map.get(loc.bucket, loc.bucket)
+    return loc.store, ctx.roots.get(loc.store, "")
+
+
+def _safe(source: RecordSource, template: str, key: str, unsafe: set[str] | None) -> RecordSource:
+    """``source`` without the records whose ``template`` renders unsafely; their keys go to ``unsafe``."""
+
+    def records() -> Iterator[Sequence[Record]]:
+        for batch in source():
+            safe = []
+            for record in batch:
+                try:
+                    render(template, record)
+                except UnsafeTargetError:
+                    if unsafe is not None:
+                        unsafe.add(str(record.get(key)))
+                    continue
+                safe.append(record)
+            yield safe
+
+    return records
 
 
 def location_label(loc: AnyLocation) -> str:
@@ -219,12 +297,15 @@ class _Tally:
     outcome: EraseOutcome = field(default_factory=EraseOutcome)
     remaining: int = 0
     verify_kept: int = 0
+    referenced: int = 0
 
     def result(self, policy: Policy, store: str, ctx: RunContext, digest: KeyDigest) -> StepResult:
         kept = dict(self.outcome.kept)
         if store == stores.DATABASE and self.verify_kept:
             # The database never locates held rows; looking again is where they are counted.
             kept[Reason.LEGAL_HOLD] = max(kept.get(Reason.LEGAL_HOLD, 0), self.verify_kept)
+        if self.referenced:
+            kept[Reason.BLOCKED_BY_REFERENCE] = self.referenced
         return StepResult(
             run_id=ctx.run_id,
             category=policy.id,
@@ -259,8 +340,10 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
     tally = _Tally()
     digest = KeyDigest()
     pending: list[LedgerEntry] = []
+    unsafe: set[str] = set()
+    kept_rows = _kept_rows(policy, store, ctx)
     try:
-        for label, target in targets_for(policy, store, ctx):
+        for label, target in targets_for(policy, store, ctx, unsafe, frozenset(kept_rows)):
             action = str(getattr(target, "action", "delete"))
             batches = adapter.locate(target) if ctx.dry_run else adapter.named(target)
             for batch in batches:
@@ -282,6 +365,8 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
             pending.append(_verify_entry(policy, store, label, action, check, ctx))
             tally.remaining += check.remaining
             tally.verify_kept = max(tally.verify_kept, check.kept)
+            tally.referenced = max(tally.referenced, check.referenced)
+        pending.extend(_kept_entries(policy, store, ctx, tally.outcome, unsafe, kept_rows))
     except BaseException:
         # The outcomes of what was done must reach the ledger even when the step stops.
         _flush_after_error(ctx, pending)
@@ -294,6 +379,54 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
         )
     log.info(result.line())
     return result
+
+
+def _kept_rows(policy: Policy, store: str, ctx: RunContext) -> dict[str, Reason]:
+    """For the database step: the records this run's file steps kept (their rows stay as the index)."""
+    if store != stores.DATABASE or ctx.keeps is None or ctx.dry_run:
+        return {}
+    return ctx.keeps.of(ctx.run_id, policy.id)
+
+
+def _kept_entries(
+    policy: Policy,
+    store: str,
+    ctx: RunContext,
+    outcome: EraseOutcome,
+    unsafe: set[str],
+    kept_rows: Mapping[str, Reason],
+) -> list[LedgerEntry]:
+    """Count what the step kept besides its batches (unsafe records, rows kept for their files)."""
+    entries: list[LedgerEntry] = []
+    extra: dict[Reason, int] = {}
+    if unsafe:
+        outcome.keep(Reason.UNSAFE_TARGET, len(unsafe), records=unsafe)
+        extra[Reason.UNSAFE_TARGET] = len(unsafe)
+        if ctx.keeps is not None and not ctx.dry_run:
+            ctx.keeps.add(ctx.run_id, policy.id, {Reason.UNSAFE_TARGET: unsafe})
+    for reason in kept_rows.values():
+        extra[reason] = extra.get(reason, 0) + 1
+    if store == stores.DATABASE:
+        for reason, n in extra.items():
+            outcome.keep(reason, n)
+    for reason, n in sorted(extra.items()):
+        entries.append(
+            records_entry(ctx, policy, action="keep", outcome="kept", count=n, reason=reason.value)
+            if store == stores.DATABASE
+            else LedgerEntry(
+                run_id=ctx.run_id,
+                category=policy.id,
+                store=store,
+                location=store,
+                action="keep",
+                outcome="kept",
+                count=n,
+                reason=reason.value,
+                subject_ref=ctx.subject_ref,
+                policy_set_hash=ctx.policies.hash,
+            )
+        )
+    return entries
 
 
 def _acted_on(outcome: EraseOutcome) -> int:
@@ -334,6 +467,8 @@ def _erase_batch(
     ctx.record(*pending)
     pending.clear()
     outcome = adapter.erase(target, batch)
+    if outcome.kept_records and ctx.keeps is not None and not ctx.dry_run:
+        ctx.keeps.add(ctx.run_id, policy.id, outcome.kept_records)
     if outcome.erased or outcome.anonymised:
         done = "erased" if outcome.erased else "anonymised"
         pending.append(entry(outcome=done, count=outcome.erased or outcome.anonymised))

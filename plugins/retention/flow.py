@@ -45,6 +45,7 @@ from retention.results import (
     Skip,
     StepResult,
     Totals,
+    backlog_of,
 )
 
 log = logging.getLogger(__name__)
@@ -237,10 +238,10 @@ def database_blocker(
 ) -> Skip | None:
     """Why a category's database rows must not be erased now, or None.
 
-    The rows are the index of the category's files: they stay while a file step did not run
-    or was not verified, or kept files for a reason other than a legal hold (a storage lock:
-    the row must still name the object when the lock ends). A category also waits for every
-    category it runs ``after`` (their rows may reference its rows).
+    The rows are the index of the category's files: they all stay while a file step did not
+    run or was not verified. Files a step kept (a hold, a storage lock, an unsafe key) keep
+    only their own rows: the database step leaves exactly those (``ctx.keeps``). A category
+    also waits for every category it runs ``after`` (their rows may reference its rows).
     """
     if policy.id in skipped:
         return skipped[policy.id]
@@ -253,8 +254,6 @@ def database_blocker(
         step = next((s for s in file_steps if s.category == policy.id and s.store == store), None)
         if step is None or (not step.verified and not step.dry_run):
             return Skip(Reason.FILES_UNVERIFIED, store=store)
-        if any(reason is not Reason.LEGAL_HOLD for reason in step.kept):
-            return Skip(Reason.STORAGE_LOCK, store=store)
     return None
 
 
@@ -355,6 +354,12 @@ def prove(
     )
 
 
+def _clear_keeps(ctx: RunContext) -> None:
+    """The run's notes of kept records are working state: gone when the run ends (and stale ones)."""
+    if ctx.keeps is not None:
+        ctx.keeps.clear(ctx.run_id)
+
+
 def raise_unless_proven(proof: Proof) -> None:
     """Fail the run's last step, naming what is missing, unless ``proof.ok``."""
     if not proof.chain_ok:
@@ -388,6 +393,10 @@ def record_decisions(ctx: RunContext, decided: Mapping[str, Decision]) -> None:
     )
 
 
+BACKLOG_RUNS = 3
+"""Consecutive nightly runs after which a backlog for a reason other than a lawful keep alerts."""
+
+
 def finish(
     ctx: RunContext,
     run: RunInfo,
@@ -395,10 +404,18 @@ def finish(
     results: Sequence[StepResult],
     skipped: Mapping[str, Skip],
     failed_tasks: Sequence[str] = (),
+    plans: Mapping[str, CategoryPlan | None] | None = None,
+    backlog_runs: int = BACKLOG_RUNS,
 ) -> RunSummary:
-    """Record the decisions and the run summary, verify the chain; fail if anything is unproven."""
+    """Record the decisions and the run summary, verify the chain; fail if anything is unproven, or if
+    due data was left behind for the same reason (other than a lawful keep) ``backlog_runs`` nights running.
+    """
     record_decisions(ctx, decided)
+    _clear_keeps(ctx)
     proof = prove(ctx, run, skipped, failed_tasks)
+    planned = {c: p.records for c, p in (plans or {}).items() if p is not None}
+    backlog = backlog_of(results, skipped, planned)
+    persistent = () if run.dry_run else _persistent(ctx, backlog, backlog_runs)
     summary = RunSummary(
         run_id=run.run_id,
         mode=run.mode,
@@ -409,6 +426,8 @@ def finish(
         totals=Totals.of(list(results)),
         not_erased=dict(sorted(skipped.items())),
         proof=proof,
+        backlog=backlog,
+        persistent=persistent,
     )
     totals = summary.totals
     # Written in a dry run too: the ledger shows that the run happened and what it found.
@@ -420,6 +439,8 @@ def finish(
             count=totals.erased + totals.anonymised,
             policy_set_hash=ctx.policies.hash,
             detail={
+                "mode": run.mode,
+                "dry_run": run.dry_run,
                 "categories": summary.categories,
                 "steps": summary.steps,
                 "located": totals.located,
@@ -432,11 +453,45 @@ def finish(
                 "failed_tasks": len(proof.failed_tasks),
                 "chain_ok": proof.chain_ok,
                 "chain_checked": proof.chain_checked,
+                "backlog": {c: {r.value: n for r, n in reasons.items()} for c, reasons in backlog.items()},
             },
         )
     )
     raise_unless_proven(proof)
+    if persistent:
+        shown = ", ".join(persistent[:10])
+        raise TerminalError(
+            f"due data left behind {backlog_runs} nightly runs in a row for a reason that is no lawful "
+            f"keep: {shown}; see the run summary's backlog and the runbook"
+        )
     return summary
+
+
+def _persistent(ctx: RunContext, backlog: Mapping[str, Mapping[Reason, int]], runs: int) -> tuple[str, ...]:
+    """``category:reason`` pairs (not lawful keeps) in this backlog and in the ``runs - 1`` real nightly
+    runs before it, as their summaries in the ledger recorded them."""
+    now = {
+        f"{c}:{r.value}"
+        for c, reasons in backlog.items()
+        for r, n in reasons.items()
+        if n and not r.lawful_keep
+    }
+    if not now or runs < 1:
+        return ()
+    earlier = _ledger(ctx).summaries(runs - 1, mode="due")
+    if len(earlier) < runs - 1:
+        return ()
+    for detail in earlier:
+        recorded = detail.get("backlog") if isinstance(detail, Mapping) else None
+        seen = {
+            f"{c}:{r}"
+            for c, reasons in (recorded or {}).items()
+            if isinstance(reasons, Mapping)
+            for r, n in reasons.items()
+            if n
+        }
+        now &= seen
+    return tuple(sorted(now))
 
 
 @dataclass(frozen=True)
@@ -463,6 +518,7 @@ def finish_request(
     """Build the erasure receipt, store it through ``sink``, note it in the ledger; fail unless proven."""
     from retention.receipt import build_receipt
 
+    _clear_keeps(ctx)
     proof = prove(ctx, run, skipped, failed_tasks)
     doc = build_receipt(
         request_ref=request.request_ref,
@@ -562,5 +618,5 @@ def run_all(
             return RunOutcome(run, plans, files, database)
         receipt = finish_request(ctx, run, request, results, database.skipped, sink=sink)
         return RunOutcome(run, plans, files, database, receipt=receipt)
-    summary = finish(ctx, run, decided, results, database.skipped)
+    summary = finish(ctx, run, decided, results, database.skipped, plans={p.category: p for p in plans})
     return RunOutcome(run, plans, files, database, summary=summary)

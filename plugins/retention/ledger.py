@@ -245,6 +245,25 @@ class Ledger:
         with db_errors("ledger read"), self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def summaries(self, limit: int, *, mode: str) -> list[dict[str, Any]]:
+        """The ``detail`` of the newest ``limit`` real (not dry) run summaries of ``mode``, newest first."""
+        t = self._table
+        query = (
+            sa.select(t.c.detail)
+            .where(t.c.action == "run", t.c.outcome == "summary")
+            .order_by(t.c.seq.desc())
+            .limit(max(limit, 0) * 4 + 10)
+        )
+        out: list[dict[str, Any]] = []
+        with db_errors("ledger read"), self._engine.connect() as conn:
+            for (detail,) in conn.execute(query):
+                decoded = json.loads(detail) if detail else {}
+                if decoded.get("mode") == mode and decoded.get("dry_run") is False:
+                    out.append(decoded)
+                if len(out) == limit:
+                    break
+        return out
+
     def outcomes_for_run(self, run_id: str) -> dict[tuple[str | None, str | None, str], int]:
         """Summed ``count`` per (category, store, outcome) of one run."""
         t = self._table

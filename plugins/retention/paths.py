@@ -58,13 +58,19 @@ def check_relative(path: str, what: str = "path") -> str:
 
 
 def render(template: str, record: Mapping[str, Any], what: str = "path") -> str:
-    """Fill ``template`` from ``record`` and check the result with ``check_relative``."""
+    """Fill ``template`` from ``record`` exactly as stored and check the result with ``check_relative``.
+
+    A value is never normalised: one that is empty or padded with whitespace is refused
+    (``UnsafeTargetError``), because erasing the stripped key would erase another object.
+    """
     values: dict[str, str] = {}
     for name in placeholders(template):
         value = record.get(name)
-        text = "" if value is None else str(value).strip()
+        text = "" if value is None else str(value)
         if not text:
             raise UnsafeTargetError(f"{what}: placeholder {{{name}}} has no value")
+        if text != text.strip():
+            raise UnsafeTargetError(f"{what}: placeholder {{{name}}} is padded with whitespace")
         values[name] = text
     return check_relative(template.format(**values), what)
 
@@ -72,3 +78,45 @@ def render(template: str, record: Mapping[str, Any], what: str = "path") -> str:
 def is_prefix(template: str) -> bool:
     """A template ending in ``/`` names everything under a prefix, not one key/file."""
     return template.endswith("/")
+
+
+def parses(template: str, text: str) -> list[dict[str, str]]:
+    """Every assignment of the template's placeholders that renders exactly ``text``.
+
+    The inverse of ``render``: which record values could have named this key or path. Usually
+    one, but values may contain the literal text between placeholders (``{a}-{b}`` and
+    ``x-y-z``), so every split is returned; none when ``text`` does not fit the template.
+    A placeholder used twice must have the same value both times.
+    """
+    parts = [(literal, name) for literal, name, _spec, _conv in _FORMATTER.parse(template)]
+    found: list[dict[str, str]] = []
+
+    def walk(i: int, at: int, values: dict[str, str]) -> None:
+        if i == len(parts):
+            if at == len(text):
+                found.append(values)
+            return
+        literal, name = parts[i]
+        if not text.startswith(literal, at):
+            return
+        at += len(literal)
+        if name is None:
+            walk(i + 1, at, values)
+            return
+        following = parts[i + 1][0] if i + 1 < len(parts) else None
+        for end in range(at + 1, len(text) + 1):
+            if following is None and end != len(text):
+                continue
+            if following and not text.startswith(following, end):
+                continue
+            value = text[at:end]
+            if values.get(name, value) == value:
+                walk(i + 1, end, {**values, name: value})
+
+    walk(0, 0, {})
+    return found
+
+
+def naming_prefixes(key: str) -> list[str]:
+    """The ``/``-terminated prefixes of ``key``: what a directory template could have rendered to name it."""
+    return [key[: i + 1] for i, ch in enumerate(key) if ch == "/"]

@@ -8,7 +8,7 @@ human. JSON exists only at the edges (XCom, the ledger's ``detail``, the receipt
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -39,6 +39,13 @@ class Reason(StrEnum):
     """A file step of the category did not run or was not verified; its rows stay as the index."""
     FAILED = "failed"
     """The step failed (the error's class is recorded with it)."""
+    SHARED_WITH_NOT_DUE = "shared_with_not_due"
+    """The item is also named (exactly or through a prefix) by a record that may not be erased now."""
+    UNSAFE_TARGET = "unsafe_target"
+    """The stored key or path is empty, absolute, climbs out (``..``), is padded or has control
+    characters: it is never erased or normalised; its record stays, and ops must fix the data."""
+    BLOCKED_BY_REFERENCE = "blocked_by_reference"
+    """Rows that other rows still reference (which stay, for their own reason) stay with them."""
     NO_PLAN = "no_plan"
     """No plan was recorded for the category (its plan task failed or was marked done by hand)."""
     OVER_CAP = "over_cap"
@@ -54,13 +61,20 @@ class Reason(StrEnum):
         return self in _ACCEPTED
 
     @property
+    def lawful_keep(self) -> bool:
+        """Kept because the law or the store requires it (a hold, a statute, a storage lock): expected
+        to last; any other reason left behind night after night is a problem to alert on."""
+        return self in _LAWFUL
+
+    @property
     def human_decision(self) -> bool:
         """The approval itself (waiting, rejected, unanswered) and not a property of the data."""
         return self in _HUMAN
 
 
 _HUMAN = frozenset({Reason.AWAITING_APPROVAL, Reason.REJECTED, Reason.NO_ANSWER})
-_ACCEPTED = _HUMAN | {Reason.LEGAL_HOLD, Reason.STATUTORY, Reason.STORAGE_LOCK}
+_LAWFUL = frozenset({Reason.LEGAL_HOLD, Reason.STATUTORY, Reason.STORAGE_LOCK})
+_ACCEPTED = _HUMAN | _LAWFUL
 
 _WORDS = {
     Reason.LEGAL_HOLD: "kept under a legal hold",
@@ -72,6 +86,9 @@ _WORDS = {
     Reason.BLOCKED_BY_DEPENDENCY: "blocked",
     Reason.FILES_UNVERIFIED: "files not verified",
     Reason.FAILED: "failed",
+    Reason.SHARED_WITH_NOT_DUE: "also named by a record that is not due",
+    Reason.UNSAFE_TARGET: "stored key or path unsafe to use; kept",
+    Reason.BLOCKED_BY_REFERENCE: "still referenced by rows that stay",
     Reason.NO_PLAN: "no plan recorded; nothing erased",
     Reason.OVER_CAP: "more due at erase time than the cap or the approval allows; nothing erased",
 }
@@ -303,3 +320,27 @@ class RunSummary:
     totals: Totals
     not_erased: Mapping[str, Skip]
     proof: Proof
+    backlog: Mapping[str, Mapping[Reason, int]] = field(default_factory=dict)
+    """Category -> reason -> due items (rows, object versions, files) left behind in this run."""
+    persistent: tuple[str, ...] = ()
+    """``category:reason`` backlogs, other than lawful keeps, left behind in consecutive nightly runs."""
+
+
+def backlog_of(
+    results: Sequence[StepResult], skipped: Mapping[str, Skip], planned: Mapping[str, int]
+) -> dict[str, dict[Reason, int]]:
+    """Category -> reason -> due items not erased: what the steps kept, and the planned records of
+    the categories that did not run (counted under their skip's reason)."""
+    out: dict[str, dict[Reason, int]] = {}
+    for r in results:
+        for reason, n in r.kept.items():
+            if n:
+                out.setdefault(r.category, {})[reason] = out.get(r.category, {}).get(reason, 0) + n
+        if r.kept_by_law is not None and r.kept_by_law.count:
+            out.setdefault(r.category, {})[Reason.STATUTORY] = r.kept_by_law.count
+    for category, skip in skipped.items():
+        due = planned.get(category, 0)
+        if due:
+            reasons = out.setdefault(category, {})
+            reasons[skip.reason] = reasons.get(skip.reason, 0) + due
+    return {c: dict(sorted(r.items())) for c, r in sorted(out.items())}

@@ -26,7 +26,7 @@ from retention.locations import (
 )
 
 if TYPE_CHECKING:
-    from retention.adapters.base import HoldSource, RecordSource
+    from retention.adapters.base import HoldSource, RecordSource, SharedCheck
     from retention.adapters.database import RowSelection
 
 
@@ -65,8 +65,14 @@ class TargetInputs:
     subject_field: str
     holds: HoldSource
     pseudonym_key: bytes
+    shared: SharedCheck
+    """Of an item batch's keys or paths, those another record that may not be erased now also names."""
     bucket_map: Mapping[str, str] = field(default_factory=dict)
     """Policy bucket name -> real bucket name in this environment (identity if absent)."""
+    tables: frozenset[str] = frozenset()
+    """Every database table of the category (the records table and its children)."""
+    records_deleted: bool = False
+    """The category deletes its records table's rows (rather than anonymising them)."""
     roots: Mapping[str, str] = field(default_factory=dict)
     """Store -> the root directory its paths are relative to (``sftp``, ``filesystem``)."""
 

@@ -57,6 +57,9 @@ class Settings:
     archive_root: str = "/srv/archive"
     filesystem_root: str | None = None
     """The mounted share of ``filesystem`` locations (none by default: such a policy then fails)."""
+    backlog_alert_after: int = 3
+    """Nightly runs in a row that may leave due data behind for a reason other than a lawful keep
+    (a hold, a statute, a storage lock) before the run fails and alerts."""
     receipts_bucket: str = "alleskar-privacy-receipts"
     receipts_prefix: str = "receipts/"
 
@@ -217,6 +220,7 @@ def open_context(
     from retention.engine import RunContext
     from retention.flow import check_same_policies
     from retention.holds import HoldRegistry
+    from retention.keeps import KeptRecords
     from retention.ledger import Ledger
     from retention.policy import load_policies
 
@@ -228,9 +232,11 @@ def open_context(
         stack.callback(ledger_db.dispose)
         registry = HoldRegistry(ledger_db)
         ledger = Ledger(ledger_db)
+        keeps = KeptRecords(ledger_db)
         if run is None:
             ledger.ensure_schema()
             registry.ensure_schema()
+            keeps.ensure_schema()
         ctx = RunContext(
             run_id=run_id,
             now=now,
@@ -238,6 +244,7 @@ def open_context(
             database=DatabaseAdapter(business),
             pseudonym_key=pseudonym_key(),
             ledger=ledger,
+            keeps=keeps,
             holds=registry.current,
             adapters={store: ADAPTERS[store](stack, cfg) for store in stores},
             bucket_map=cfg.bucket_map,

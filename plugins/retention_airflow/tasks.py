@@ -311,6 +311,7 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
 
     info = _run(run)
     database = _database_pass()
+    plans, _answers = _plans_and_answers(info)
     with clients.run_context(info) as ctx:
         summary = flow.finish(
             ctx,
@@ -319,7 +320,12 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
             [*_file_steps(info), *database.results],
             _skipped(info, database),
             _failed_tasks(),
+            plans=plans,
+            backlog_runs=clients.settings().backlog_alert_after,
         )
+    for category, reasons in summary.backlog.items():
+        left = " ".join(f"{reason.value}={n}" for reason, n in reasons.items())
+        log.info("SUMMARY category=%s due but not erased: %s", category, left)
     log.info(
         "SUMMARY run=%s erased=%s anonymised=%s kept=%s failed=%s chain_ok=%s",
         summary.run_id,

@@ -22,7 +22,15 @@ import pytest
 import sqlalchemy as sa
 
 from retention import stores
-from retention.adapters.base import EraseOutcome, HoldSet, HoldSource, RecordSource, VerifyOutcome, no_holds
+from retention.adapters.base import (
+    EraseOutcome,
+    HoldSet,
+    HoldSource,
+    RecordSource,
+    VerifyOutcome,
+    no_holds,
+    not_shared,
+)
 from retention.adapters.database import DatabaseAdapter, RowSelection
 from retention.adapters.filesystem import (
     MAX_BATCH,
@@ -643,6 +651,7 @@ def test_build_target_takes_the_configured_root(share: Path) -> None:
             records=columns,
             subject_field="customer_id",
             holds=no_holds,
+            shared=not_shared,
             pseudonym_key=b"k" * 32,
             roots=roots,
         )

@@ -40,6 +40,7 @@ def test_validate_refuses_a_column_missing_from_the_schema(
     engine = sa.create_engine(url)
     create_schema(engine)
     with engine.begin() as c:
+        c.execute(sa.text("DROP INDEX ix_documents_archive_path"))
         c.execute(sa.text("ALTER TABLE documents DROP COLUMN archive_path"))
     assert main(["validate", str(DEFAULT_FOLDER), "--database-url", url]) == 2
     assert (

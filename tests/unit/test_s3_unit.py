@@ -29,7 +29,18 @@ def client_error(code: str, status: int, operation: str = "ListObjectVersions") 
 def test_identical_keys_share_one_listing_and_merge_their_subjects() -> None:
     listings = group_listings([("a/1.txt", "c1"), ("a/1.txt", "c2"), ("a/1.txt", None)])
 
-    assert listings == [Listing("a/1.txt", {"a/1.txt": frozenset({"c1", "c2"})})]
+    assert listings == [Listing("a/1.txt", {"a/1.txt": frozenset({"c1", "c2"})}, {"a/1.txt": frozenset()})]
+
+
+def test_a_listing_knows_the_records_behind_each_key_and_prefix() -> None:
+    """A kept version names every record whose row must stay as its index."""
+    (listing,) = group_listings([("c/1/", "c1", "7"), ("c/1/x/", "c1", "8"), ("c/1/x/", "c1", "9")])
+    assert listing.records_of("c/1/x/deep", exact=False) == frozenset({"7", "8", "9"})
+    assert listing.records_of("c/1/y", exact=False) == frozenset({"7"})
+    assert listing.records_of("c/2/y", exact=False) == frozenset()
+    (exact,) = group_listings([("k", None, "1"), ("k", "c2", "2")])
+    assert exact.records_of("k", exact=True) == frozenset({"1", "2"})
+    assert exact.subjects_of("k", exact=True) == frozenset({"c2"})
 
 
 def test_a_key_extending_another_is_served_by_the_shorter_listing() -> None:

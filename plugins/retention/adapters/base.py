@@ -47,6 +47,15 @@ class HoldSet:
 HoldSource = Callable[[], HoldSet]
 """Reads the holds in force now; adapters call it immediately before each erase."""
 
+SharedCheck = Callable[[Sequence[str]], frozenset[str]]
+"""Of these keys or paths, the ones that a record which may not be erased now also names
+(exactly or through a prefix, in any category): they stay. Adapters call it before each erase."""
+
+
+def not_shared(_keys: Sequence[str]) -> frozenset[str]:
+    """The check of a target whose items no other record can name (tests of single stores)."""
+    return frozenset()
+
 
 def no_holds() -> HoldSet:
     return HoldSet()
@@ -82,20 +91,25 @@ class EraseOutcome:
     kept: dict[Reason, int] = field(default_factory=dict)
     kept_until: dict[Reason, str] = field(default_factory=dict)
     """Latest until-date (ISO 8601) per kept reason, where the store knows one."""
+    kept_records: dict[Reason, set[str]] = field(default_factory=dict)
+    """Per kept reason, the keys of the records that named the kept items: their rows must stay."""
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     """Short, non-personal error descriptions (error codes), at most a few."""
 
-    def keep(self, reason: Reason, n: int = 1, until: str | None = None) -> None:
+    def keep(self, reason: Reason, n: int = 1, until: str | None = None, records: Iterable[str] = ()) -> None:
+        """Count ``n`` items kept for ``reason``, with their until-date and the records that named them."""
         self.kept[reason] = self.kept.get(reason, 0) + n
         if until and until > self.kept_until.get(reason, ""):
             self.kept_until[reason] = until
+        if records:
+            self.kept_records.setdefault(reason, set()).update(records)
 
     def add(self, other: EraseOutcome) -> None:
         self.erased += other.erased
         self.anonymised += other.anonymised
         for reason, n in other.kept.items():
-            self.keep(reason, n, other.kept_until.get(reason))
+            self.keep(reason, n, other.kept_until.get(reason), other.kept_records.get(reason, ()))
         self.failed += other.failed
         self.errors.extend(other.errors[: max(0, 10 - len(self.errors))])
 
@@ -106,6 +120,8 @@ class VerifyOutcome:
 
     remaining: int
     kept: int = 0
+    referenced: int = 0
+    """Rows kept because rows outside their category still reference them (database only)."""
 
 
 TargetT = TypeVar("TargetT", contravariant=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,8 +28,9 @@ from sqlalchemy.exc import NoSuchTableError, OperationalError
 from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Record, VerifyOutcome, no_holds
 from retention.clock import Cutoff
 from retention.dberrors import db_errors
-from retention.errors import TerminalError, TransientError, UnknownLocationError
+from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
 from retention.locations import DatabaseLocation, FieldRule
+from retention.paths import is_prefix, naming_prefixes, parses, placeholders, render
 from retention.pseudonym import pseudonymise
 from retention.results import Reason
 from retention.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo, normalise_ondelete
@@ -55,6 +57,8 @@ class RowSelection:
     """Only this subject's rows; None selects every subject."""
     not_due: bool = False
     """Select the rows that are *not* due under ``cutoff`` (used to report what is kept)."""
+    excluded: frozenset[str] = frozenset()
+    """Record keys left out: rows kept as the index of files this run kept."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,11 @@ class TableTarget:
     fields: Mapping[str, FieldRule] = field(default_factory=dict)
     holds: HoldSource = no_holds
     pseudonym_key: bytes | None = None
+    own_tables: frozenset[str] = frozenset()
+    """Every table of the category: references from them are its own business, not a reason to keep."""
+    records_deleted: bool = False
+    """The category deletes its records (not anonymises): records still referenced from outside stay,
+    and so do their children."""
 
 
 def build_target(location: DatabaseLocation, inputs: TargetInputs) -> TableTarget:
@@ -82,6 +91,8 @@ def build_target(location: DatabaseLocation, inputs: TargetInputs) -> TableTarge
         fields=location.fields,
         holds=inputs.holds,
         pseudonym_key=inputs.pseudonym_key,
+        own_tables=inputs.tables,
+        records_deleted=inputs.records_deleted,
     )
 
 
@@ -225,6 +236,7 @@ class DatabaseAdapter:
         self.batch_size = batch_size
         self.statements = 0
         self._tables: dict[str, sa.Table] = {}
+        self._schema: SchemaInfo | None = None
 
     # -- schema -----------------------------------------------------------------------------------
 
@@ -318,25 +330,101 @@ class DatabaseAdapter:
         return outcome
 
     def verify(self, target: TableTarget) -> VerifyOutcome:
-        """Count the selected rows still present (or not anonymised), and the held ones kept."""
+        """Count the selected rows still present (or not anonymised), the held ones kept, and the
+        ones kept because rows outside the category still reference them (a hold counts first)."""
         holds = target.holds()
         held = self._held_condition(target.selection, holds)
+        referenced = self._referenced(target)
         if target.table == target.selection.table and held is not None:
-            # One pass over the selection counts both: the held rows and the rest.
+            # One pass over the selection counts all three: held, referenced, and the rest.
             rec = self.table(target.table)
+            free = sa.not_(held)
+            ref = referenced if referenced is not None else sa.false()
             q = (
-                sa.select(sa.func.count().filter(sa.not_(held)), sa.func.count().filter(held))
+                sa.select(
+                    sa.func.count().filter(free & sa.not_(ref)),
+                    sa.func.count().filter(held),
+                    sa.func.count().filter(free & ref),
+                )
                 .select_from(rec)
-                .where(*self._conditions(target, HoldSet()))
+                .where(*self._conditions(target, HoldSet(), references=False))
             )
-            remaining, kept = self._run(lambda c: c.execute(q).one())
-            return VerifyOutcome(remaining=int(remaining), kept=int(kept))
+            remaining, kept, blocked = self._run(lambda c: c.execute(q).one())
+            return VerifyOutcome(remaining=int(remaining), kept=int(kept), referenced=int(blocked))
         remaining = self._count(target, self._conditions(target, holds))
         kept = 0
         if holds.subjects:
-            only_held = self._conditions(target, HoldSet(), only_subjects=holds.subjects)
+            only_held = self._conditions(target, HoldSet(), only_subjects=holds.subjects, references=False)
             kept = self._count(target, only_held)
-        return VerifyOutcome(remaining=remaining, kept=kept)
+        return VerifyOutcome(remaining=remaining, kept=kept, referenced=self._count_referenced(target, holds))
+
+    def naming_not_erasable(
+        self, selection: RowSelection, holds: HoldSet, template: str, keys: Sequence[str]
+    ) -> set[str]:
+        """Of ``keys``, those that a record of ``selection``'s table names through ``template``
+        (exactly, or through a prefix for a directory template) although the selection, with the
+        holds, would not erase it now. Set-based: the keys are read back into column values
+        (``paths.parses``), looked up in one indexed query a chunk, and the rows found rendered again.
+        """
+        names = list(dict.fromkeys(placeholders(template)))
+        cols = [self.column(selection.table, n) for n in names]
+        exact = not is_prefix(template)
+        candidates: set[tuple[Any, ...]] = set()
+        for key in keys:
+            for text in [key] if exact else naming_prefixes(key):
+                for values in parses(template, text):
+                    row = _coerced_row(cols, [values[n] for n in names])
+                    if row is None:
+                        # A column that is neither text nor integer cannot be read back: keep.
+                        return set(keys)
+                    if row:
+                        candidates.add(row)
+        if not candidates:
+            return set()
+        conds = self._selection_conditions(selection, holds)
+        erasable = sa.and_(*conds) if conds else sa.true()
+        found: list[tuple[Any, ...]] = []
+        ordered = sorted(candidates, key=repr)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            match = cols[0].in_([c[0] for c in chunk]) if len(cols) == 1 else sa.tuple_(*cols).in_(chunk)
+            q = sa.select(*cols).where(match, sa.not_(sa.func.coalesce(erasable, sa.false())))
+            found += self._run(lambda c, q=q: [tuple(r) for r in c.execute(q)])
+        return _named_keys(template, names, found, keys, exact)
+
+    def schema(self) -> SchemaInfo:
+        """The live schema (reflected once per adapter): which tables reference which."""
+        if self._schema is None:
+            self._schema = reflect_schema(self.engine)
+        return self._schema
+
+    def _referenced(self, target: TableTarget) -> sa.ColumnElement[bool] | None:
+        """Where the category deletes its records: those that rows of another category still reference.
+
+        Those rows stay (``blocked_by_reference``): the referencing rows are kept for a reason of
+        their own (a hold, a storage lock, not due), and deleting what they reference would fail,
+        or cascade into them. References from the category's own tables are its own to erase.
+        """
+        if not target.records_deleted:
+            return None
+        records = target.selection.table
+        rec = self.table(records)
+        exists = []
+        for child, fk in self.schema().referencing(records):
+            if child in target.own_tables or child == records or len(fk.columns) != 1:
+                continue
+            ref = self.table(child)
+            link = ref.c[fk.columns[0]] == rec.c[fk.referred_columns[0]]
+            exists.append(sa.exists(sa.select(sa.literal(1)).select_from(ref).where(link)))
+        return sa.or_(*exists) if exists else None
+
+    def _count_referenced(self, target: TableTarget, holds: HoldSet) -> int:
+        referenced = self._referenced(target)
+        if referenced is None:
+            return 0
+        conds = [*self._selection_conditions(target.selection, holds), referenced]
+        q = sa.select(sa.func.count()).select_from(self.table(target.selection.table)).where(*conds)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
 
     # -- helpers for the planner ------------------------------------------------------------------
 
@@ -407,6 +495,9 @@ class DatabaseAdapter:
             conds.append(_in_list(subject_col, held, negate=True) | subject_col.is_(None))
         if values is not None:
             conds.append(_in_list(subject_col, values) if values else sa.false())
+        if sel.excluded:
+            key = self.column(sel.table, sel.key)
+            conds.append(_in_list(key, self._coerce_valid(key, sel.excluded), negate=True))
         return conds
 
     def _held_condition(self, sel: RowSelection, holds: HoldSet) -> sa.ColumnElement[bool] | None:
@@ -422,10 +513,18 @@ class DatabaseAdapter:
         return sa.and_(subject_col.is_not(None), _in_list(subject_col, held))
 
     def _conditions(
-        self, target: TableTarget, holds: HoldSet, only_subjects: frozenset[str] | None = None
+        self,
+        target: TableTarget,
+        holds: HoldSet,
+        only_subjects: frozenset[str] | None = None,
+        *,
+        references: bool = True,
     ) -> list[sa.ColumnElement[bool]]:
         """Conditions on the *records* table; for a child target, rows having matching children."""
         conds = self._selection_conditions(target.selection, holds, only_subjects)
+        referenced = self._referenced(target) if references else None
+        if referenced is not None:
+            conds.append(sa.not_(referenced))
         if target.table == target.selection.table:
             if target.action == "anonymise":
                 conds.append(self._needs_anonymising(self.table(target.table), target.fields))
@@ -578,13 +677,17 @@ class DatabaseAdapter:
         return result
 
 
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
 @functools.lru_cache(maxsize=16)
 def _valid_values(integers: bool, values: frozenset[str]) -> tuple[Any, ...]:
     # Cached: the holds are read again before every erase, and are nearly always the same set.
     if not integers:
         return tuple(sorted({str(v) for v in values}))
-    texts = (str(v).strip() for v in values)
-    return tuple(sorted({int(t) for t in texts if t.isdigit()}))
+    # Only the canonical text of an integer (ASCII digits, an optional minus, no padding or
+    # leading zero) stands for it: anything else names no row of an integer column.
+    return tuple(sorted({int(t) for t in map(str, values) if _CANONICAL_INT.fullmatch(t)}))
 
 
 def _in_list(col: sa.Column[Any], values: Sequence[Any], *, negate: bool = False) -> sa.ColumnElement[bool]:
@@ -651,3 +754,34 @@ def _python_type(col: sa.Column[Any]) -> type:
     if python_type is dt.datetime:
         return dt.datetime
     return python_type
+
+
+def _coerced_row(cols: Sequence[sa.Column[Any]], texts: Sequence[str]) -> tuple[Any, ...] | None:
+    """Parsed texts as the columns' values; ``()`` when no row could hold them, None when unknowable."""
+    out: list[Any] = []
+    for col, text in zip(cols, texts, strict=True):
+        kind = _python_type(col)
+        if kind is int:
+            if not _CANONICAL_INT.fullmatch(text):
+                return ()
+            out.append(int(text))
+        elif kind is str:
+            out.append(text)
+        else:
+            return None
+    return tuple(out)
+
+
+def _named_keys(
+    template: str, names: Sequence[str], rows: Sequence[tuple[Any, ...]], keys: Sequence[str], exact: bool
+) -> set[str]:
+    """The keys that the rows' rendered templates name."""
+    rendered: set[str] = set()
+    for row in rows:
+        try:
+            rendered.add(render(template, dict(zip(names, row, strict=True))))
+        except UnsafeTargetError:
+            continue
+    if exact:
+        return {k for k in keys if k in rendered}
+    return {k for k in keys if any(p in rendered for p in naming_prefixes(k))}

@@ -45,9 +45,10 @@ from retention.adapters.tree import (
     batch_of,
     build_tree_target,
     checked_root,
+    count_present,
     dirs_on_the_way,
-    held,
-    subject_of,
+    item_of,
+    to_erase,
 )
 from retention.errors import (
     RetentionError,
@@ -56,8 +57,7 @@ from retention.errors import (
     UnknownLocationError,
 )
 from retention.locations import FilesystemLocation
-from retention.paths import is_prefix, render
-from retention.results import Reason
+from retention.paths import is_prefix
 from retention.stores import TargetInputs
 
 MAX_BATCH = 500
@@ -118,22 +118,14 @@ class FilesystemAdapter:
             return
         _root(target)
         yield from self._batches(
-            FilesystemItem(render(target.path_template, record), subject_of(record, target.subject_field))
-            for records in target.records()
-            for record in records
+            item_of(target, record) for records in target.records() for record in records
         )
 
     def erase(self, target: FilesystemTarget, batch: Batch[FilesystemItem]) -> EraseOutcome:
         """Unlink the batch's files not held now, then the directories this left empty (never the root)."""
         outcome = EraseOutcome()
         with _opened_root(target) as root_fd:
-            holds = target.holds()
-            todo: list[FilesystemItem] = []
-            for item in batch.items:
-                if held(holds, item):
-                    outcome.keep(Reason.LEGAL_HOLD)
-                else:
-                    todo.append(item)
+            todo = to_erase(target, batch.items, outcome)
             cursor = _Cursor(root_fd, floor=_floor(target.path_template))
             try:
                 for item in sorted(todo, key=_order):
@@ -146,14 +138,7 @@ class FilesystemAdapter:
     def verify(self, target: FilesystemTarget) -> VerifyOutcome:
         """Look again: files present (or behind a symlink) count as remaining, held ones as kept."""
         with _opened_root(target) as root_fd:
-            holds = target.holds()
-            remaining = kept = 0
-            for item in self._present(target, root_fd):
-                if held(holds, item):
-                    kept += 1
-                else:
-                    remaining += 1
-        return VerifyOutcome(remaining=remaining, kept=kept)
+            return count_present(target, self._present(target, root_fd))
 
     def _batches(self, items: Iterator[FilesystemItem]) -> Iterator[Batch[FilesystemItem]]:
         chunk: list[FilesystemItem] = []
@@ -171,10 +156,7 @@ class FilesystemAdapter:
         for records in target.records():
             # Rendered (and so checked) before anything is looked at; sorted to share directories.
             items = sorted(
-                (
-                    FilesystemItem(render(target.path_template, r), subject_of(r, target.subject_field))
-                    for r in records
-                ),
+                (item_of(target, r) for r in records),
                 key=_order,
             )
             cursor = _Cursor(root_fd, floor=0)
@@ -261,7 +243,7 @@ def _present_one(cursor: _Cursor, item: FilesystemItem, directory: bool) -> Iter
         yield item
     elif way is Way.OPEN and directory:
         for path in _walk(cursor.fd, item.path.rstrip("/")):
-            yield FilesystemItem(path, item.subject)
+            yield item.at(path)
     elif way is Way.OPEN and _exists(cursor.fd, posixpath.basename(item.path)):
         yield item
 

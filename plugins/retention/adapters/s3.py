@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -34,8 +34,10 @@ from retention.adapters.base import (
     HoldSource,
     Record,
     RecordSource,
+    SharedCheck,
     VerifyOutcome,
     no_holds,
+    not_shared,
 )
 from retention.errors import RetentionError, TerminalError, TransientError, UnknownLocationError
 from retention.locations import S3Location
@@ -81,6 +83,8 @@ def build_target(location: S3Location, inputs: TargetInputs) -> S3Target:
         records=inputs.records(placeholders(location.key)),
         subject_field=inputs.subject_field,
         holds=inputs.holds,
+        key_field=inputs.selection.key,
+        shared=inputs.shared,
     )
 
 
@@ -96,59 +100,85 @@ class S3Target:
     subject_field: str
     """The record field holding the subject (customer) id, for legal holds."""
     holds: HoldSource = no_holds
+    key_field: str | None = None
+    """The records' key column: a kept version names the records whose rows must stay with it."""
+    shared: SharedCheck = not_shared
+    """Of a batch's keys, those a record that may not be erased now also names (they stay)."""
 
 
 class S3Version(NamedTuple):
-    """One object version or delete marker, with the subjects of the records that selected it."""
+    """One object version or delete marker, with the subjects and keys of the records that selected it."""
 
     key: str
     version_id: str
     is_delete_marker: bool
     subjects: frozenset[str]
+    records: frozenset[str] = frozenset()
+
+
+Wanted = tuple[str, str | None] | tuple[str, str | None, str | None]
+"""A rendered key (or prefix), the subject of the record naming it, and that record's key if known."""
 
 
 @dataclass(frozen=True)
 class Listing:
     """One ListObjectVersions prefix serving the rendered keys (or prefixes) of several records.
 
-    ``owners`` maps each rendered key or prefix to the subjects of the records that named it.
+    ``owners`` maps each rendered key or prefix to the subjects of the records that named it,
+    ``records`` to those records' keys.
     """
 
     prefix: str
     owners: Mapping[str, frozenset[str]]
+    records: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def subjects_of(self, key: str, exact: bool) -> frozenset[str] | None:
         """The subjects owning a listed ``key``, or ``None`` if no record selects it."""
+        return _union(self.owners, self.named_by(key, exact))
+
+    def records_of(self, key: str, exact: bool) -> frozenset[str]:
+        """The keys of the records that select a listed ``key``."""
+        return _union(self.records, self.named_by(key, exact)) or frozenset()
+
+    def named_by(self, key: str, exact: bool) -> list[str]:
+        """The rendered keys or prefixes of this listing that select ``key``."""
         if exact:
-            return self.owners.get(key)
+            return [key] if key in self.owners else []
         # Prefix templates end in "/", so a key's candidate owners are its "/"-terminated prefixes.
-        found: frozenset[str] | None = None
-        for end in range(len(self.prefix) - 1, len(key)):
-            if key[end] == "/":
-                subjects = self.owners.get(key[: end + 1])
-                if subjects is not None:
-                    found = subjects if found is None else found | subjects
-        return found
+        return [
+            key[: end + 1]
+            for end in range(len(self.prefix) - 1, len(key))
+            if key[end] == "/" and key[: end + 1] in self.owners
+        ]
 
 
-def group_listings(wanted: Iterable[tuple[str, str | None]]) -> list[Listing]:
-    """Group (rendered key or prefix, subject) pairs so that each version is listed once.
+def _union(sets: Mapping[str, frozenset[str]], names: Sequence[str]) -> frozenset[str] | None:
+    found = [sets[n] for n in names if n in sets]
+    return frozenset().union(*found) if found else None
+
+
+def group_listings(wanted: Iterable[Wanted]) -> list[Listing]:
+    """Group (rendered key or prefix, subject[, record key]) so that each version is listed once.
 
     Identical keys share a listing, and so does every key starting with another wanted
     key: listing that shorter prefix already returns its versions. Listings never overlap.
     """
     owners: dict[str, set[str]] = {}
-    for key, subject in wanted:
+    records: dict[str, set[str]] = {}
+    for key, subject, *record in wanted:
         subjects = owners.setdefault(key, set())
+        keys = records.setdefault(key, set())
         if subject is not None:
             subjects.add(subject)
-    groups: list[tuple[str, dict[str, frozenset[str]]]] = []
+        keys.update(r for r in record if r is not None)
+    groups: list[tuple[str, dict[str, frozenset[str]], dict[str, frozenset[str]]]] = []
     for key in sorted(owners):
         if groups and key.startswith(groups[-1][0]):
             groups[-1][1][key] = frozenset(owners[key])
+            groups[-1][2][key] = frozenset(records[key])
         else:
-            groups.append((key, {key: frozenset(owners[key])}))
-    return [Listing(prefix, members) for prefix, members in groups]
+            groups.append((key, {key: frozenset(owners[key])}, {key: frozenset(records[key])}))
+    return [Listing(prefix, members, keys) for prefix, members, keys in groups]
 
 
 def error_code(response: Mapping[str, Any]) -> str:
@@ -235,12 +265,15 @@ class S3Adapter:
         locks = self._locks(target.bucket, batch.items)
         # Holds are read after the (slow) lock checks so that they are as fresh as possible.
         holds = target.holds()
+        shared = target.shared(sorted({v.key for v in batch.items}))
         doomed: list[S3Version] = []
         for index, version in enumerate(batch.items):
             if _held(version, holds):
-                outcome.keep(Reason.LEGAL_HOLD)
+                outcome.keep(Reason.LEGAL_HOLD, records=version.records)
             elif index in locks:
-                outcome.keep(Reason.STORAGE_LOCK, until=locks[index].until)
+                outcome.keep(Reason.STORAGE_LOCK, until=locks[index].until, records=version.records)
+            elif version.key in shared:
+                outcome.keep(Reason.SHARED_WITH_NOT_DUE, records=version.records)
             else:
                 doomed.append(version)
         for start in range(0, len(doomed), MAX_BATCH):
@@ -253,8 +286,9 @@ class S3Adapter:
         remaining = kept = 0
         for batch in self.locate(target):
             locks = self._locks(target.bucket, batch.items)
+            shared = target.shared(sorted({v.key for v in batch.items}))
             for index, version in enumerate(batch.items):
-                if _held(version, holds) or index in locks:
+                if _held(version, holds) or index in locks or version.key in shared:
                     kept += 1
                 else:
                     remaining += 1
@@ -264,8 +298,13 @@ class S3Adapter:
         exact = not is_prefix(target.key_template)
         what = f"S3 key of category {target.category!r}"
         for records in target.records():
-            wanted = [
-                (render(target.key_template, r, what), _subject(r, target.subject_field)) for r in records
+            wanted: list[Wanted] = [
+                (
+                    render(target.key_template, r, what),
+                    _subject(r, target.subject_field),
+                    _key(r, target.key_field),
+                )
+                for r in records
             ]
             listings = group_listings(wanted)
             if len(listings) >= self._shared_from:
@@ -422,6 +461,11 @@ def _subject(record: Record, field: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _key(record: Record, field: str | None) -> str | None:
+    value = record.get(field) if field else None
+    return None if value is None else str(value)
+
+
 def _held(version: S3Version, holds: HoldSet) -> bool:
     return any(holds.subject_held(s) for s in version.subjects) or holds.path_held(version.key)
 
@@ -441,9 +485,12 @@ def _owned(listing: Listing, entries: Iterable[_Entry], exact: bool) -> Iterator
     for key, version_id, is_marker in entries:
         if not key.startswith(listing.prefix):
             continue
-        subjects = listing.subjects_of(key, exact)
-        if subjects is not None:
-            yield S3Version(key, version_id, is_marker, subjects)
+        names = listing.named_by(key, exact)
+        if names:
+            subjects = _union(listing.owners, names) or frozenset()
+            yield S3Version(
+                key, version_id, is_marker, subjects, _union(listing.records, names) or frozenset()
+            )
 
 
 def _batch(versions: list[S3Version]) -> Batch[S3Version]:

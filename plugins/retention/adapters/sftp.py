@@ -44,9 +44,10 @@ from retention.adapters.tree import (
     batch_of,
     build_tree_target,
     checked_root,
+    count_present,
     dirs_on_the_way,
-    held,
-    subject_of,
+    item_of,
+    to_erase,
 )
 from retention.errors import (
     TerminalError,
@@ -54,8 +55,7 @@ from retention.errors import (
     UnknownLocationError,
 )
 from retention.locations import SftpLocation
-from retention.paths import is_prefix, render
-from retention.results import Reason
+from retention.paths import is_prefix
 from retention.stores import TargetInputs
 
 P = ParamSpec("P")
@@ -111,8 +111,7 @@ class SftpAdapter:
         items: list[SftpItem] = []
         for records in target.records():
             for record in records:
-                path = render(target.path_template, record)
-                items.append(SftpItem(path, subject_of(record, target.subject_field)))
+                items.append(item_of(target, record))
                 if len(items) == self._batch_size:
                     yield batch_of(items)
                     items = []
@@ -122,14 +121,8 @@ class SftpAdapter:
     def erase(self, target: SftpTarget, batch: Batch[SftpItem]) -> EraseOutcome:
         """Remove the batch's files not held now, then the directories this left empty (never the root)."""
         root = self._checked_root(target)
-        holds = target.holds()
         outcome = EraseOutcome()
-        todo: list[SftpItem] = []
-        for item in batch.items:
-            if held(holds, item):
-                outcome.keep(Reason.LEGAL_HOLD)
-            else:
-                todo.append(item)
+        todo = to_erase(target, batch.items, outcome)
         emptied: set[str] = set()
         for item, result in zip(todo, self._erase_all(root, [i.path for i in todo]), strict=True):
             if result == ERASED:
@@ -150,14 +143,7 @@ class SftpAdapter:
     def verify(self, target: SftpTarget) -> VerifyOutcome:
         """Look again: files present (or behind a symlink) count as remaining, held ones as kept."""
         self._checked_root(target)
-        holds = target.holds()
-        remaining = kept = 0
-        for item in self._present(target):
-            if held(holds, item):
-                kept += 1
-            else:
-                remaining += 1
-        return VerifyOutcome(remaining=remaining, kept=kept)
+        return count_present(target, self._present(target))
 
     def _present(self, target: SftpTarget) -> Iterator[SftpItem]:
         """Each existing item the target names, and each path a symlink blocks (it may hide one)."""
@@ -168,10 +154,7 @@ class SftpAdapter:
             dirs: dict[str, _Dir] = {}
             for start in range(0, len(records), _IN_FLIGHT):
                 chunk = records[start : start + _IN_FLIGHT]
-                items = [
-                    SftpItem(render(target.path_template, r), subject_of(r, target.subject_field))
-                    for r in chunk
-                ]
+                items = [item_of(target, r) for r in chunk]
                 yield from self._present_items(root, items, dirs, directory)
 
     def _present_items(
@@ -188,7 +171,7 @@ class SftpAdapter:
                 yield item
             elif way is Way.OPEN and directory:
                 for path in self._walk(root, item.path):
-                    yield SftpItem(path, item.subject)
+                    yield item.at(path)
             elif way is Way.OPEN and item.path in present:
                 yield item
 

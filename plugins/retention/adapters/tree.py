@@ -9,15 +9,26 @@ paths stay under the root, a symlink on the way is never followed, holds are che
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from retention.adapters.base import Batch, HoldSet, HoldSource, RecordSource, no_holds
+from retention.adapters.base import (
+    Batch,
+    EraseOutcome,
+    HoldSet,
+    HoldSource,
+    RecordSource,
+    SharedCheck,
+    VerifyOutcome,
+    no_holds,
+    not_shared,
+)
 from retention.errors import UnsafeTargetError
 from retention.locations import FilesystemLocation, SftpLocation
-from retention.paths import placeholders
+from retention.paths import placeholders, render
+from retention.results import Reason
 from retention.stores import TargetInputs
 
 SYMLINK_IN_PATH = "symlink_in_path"
@@ -40,17 +51,36 @@ class TreeTarget:
     records: RecordSource
     subject_field: str
     holds: HoldSource = no_holds
+    key_field: str | None = None
+    """The records' key column: a kept item names the records whose rows must stay with it."""
+    shared: SharedCheck = not_shared
 
 
 @dataclass(frozen=True)
 class TreeItem:
-    """One file or link, by its path relative to the root, and the subject whose data it is.
+    """One file or link, by its path relative to the root, the subject whose data it is, and the
+    keys of the records that named it.
 
     A path ending in ``/`` is a directory template's directory that a symlink blocks.
     """
 
     path: str
     subject: str | None
+    records: frozenset[str] = frozenset()
+
+    def at(self, path: str) -> TreeItem:
+        """The same record's item at another path (a file found under a directory item)."""
+        return TreeItem(path, self.subject, self.records)
+
+
+def item_of(target: TreeTarget, record: Mapping[str, Any]) -> TreeItem:
+    """The item one record names: its rendered path (``UnsafeTargetError`` if unsafe), subject and key."""
+    key = record.get(target.key_field) if target.key_field else None
+    return TreeItem(
+        render(target.path_template, record),
+        subject_of(record, target.subject_field),
+        frozenset() if key is None else frozenset({str(key)}),
+    )
 
 
 class Way(Enum):
@@ -70,6 +100,8 @@ def build_tree_target(location: SftpLocation | FilesystemLocation, inputs: Targe
         records=inputs.records(placeholders(location.path)),
         subject_field=inputs.subject_field,
         holds=inputs.holds,
+        key_field=inputs.selection.key,
+        shared=inputs.shared,
     )
 
 
@@ -102,3 +134,45 @@ def subject_of(record: Mapping[str, Any], field: str) -> str | None:
 def batch_of(items: list[TreeItem]) -> Batch[TreeItem]:
     """A batch of items, keyed by their paths for the ledger digest."""
     return Batch(items=items, keys=[i.path for i in items])
+
+
+def to_erase(target: TreeTarget, items: Sequence[TreeItem], outcome: EraseOutcome) -> list[TreeItem]:
+    """The items that may go now; the held and the shared ones are counted as kept, with their records."""
+    holds = target.holds()
+    free: list[TreeItem] = []
+    for item in items:
+        if held(holds, item):
+            outcome.keep(Reason.LEGAL_HOLD, records=item.records)
+        else:
+            free.append(item)
+    shared = target.shared([i.path for i in free]) if free else frozenset()
+    todo: list[TreeItem] = []
+    for item in free:
+        if item.path in shared:
+            outcome.keep(Reason.SHARED_WITH_NOT_DUE, records=item.records)
+        else:
+            todo.append(item)
+    return todo
+
+
+def count_present(target: TreeTarget, present: Iterable[TreeItem], chunk: int = 500) -> VerifyOutcome:
+    """Looking again: present items are remaining, unless held or shared (then kept)."""
+    holds = target.holds()
+    remaining = kept = 0
+    batch: list[TreeItem] = []
+
+    def settle() -> None:
+        nonlocal remaining, kept
+        free = [i for i in batch if not held(holds, i)]
+        shared = target.shared([i.path for i in free]) if free else frozenset()
+        still = sum(1 for i in free if i.path not in shared)
+        remaining += still
+        kept += len(batch) - still
+        batch.clear()
+
+    for item in present:
+        batch.append(item)
+        if len(batch) == chunk:
+            settle()
+    settle()
+    return VerifyOutcome(remaining=remaining, kept=kept)
