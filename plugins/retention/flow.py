@@ -584,6 +584,7 @@ def run_all(
     approved: Callable[[CategoryPlan], bool] | None = None,
     request: ReceiptRequest | None = None,
     sink: ReceiptSink | None = None,
+    backlog_runs: int = BACKLOG_RUNS,
 ) -> RunOutcome:
     """Plan and execute every category by the DAG's rules, in one process.
 
@@ -614,9 +615,18 @@ def run_all(
     results = files + database.results
     if run.mode == "subject":
         if request is None:
+            _clear_keeps(ctx)
             raise_unless_proven(prove(ctx, run, database.skipped))
             return RunOutcome(run, plans, files, database)
         receipt = finish_request(ctx, run, request, results, database.skipped, sink=sink)
         return RunOutcome(run, plans, files, database, receipt=receipt)
-    summary = finish(ctx, run, decided, results, database.skipped, plans={p.category: p for p in plans})
+    summary = finish(
+        ctx,
+        run,
+        decided,
+        results,
+        database.skipped,
+        plans={p.category: p for p in plans},
+        backlog_runs=backlog_runs,
+    )
     return RunOutcome(run, plans, files, database, summary=summary)
