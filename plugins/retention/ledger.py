@@ -191,8 +191,14 @@ class Ledger:
             )
         return [AppendedEntry(row["seq"], row["entry_hash"]) for row in rows]
 
-    def verify_chain(self, *, batch_size: int = 10_000) -> ChainStatus:
-        """Walk the whole chain in ``seq`` order, ``batch_size`` rows at a time; report the first break."""
+    def verify_chain(
+        self, *, batch_size: int = 10_000, after: tuple[int, str] | None = None
+    ) -> ChainStatus:
+        """Walk the chain in ``seq`` order, ``batch_size`` rows at a time; report the first break.
+
+        ``after`` = ``(seq, entry_hash)`` of an entry an earlier walk found good: only the newer
+        entries are walked, so the cost follows what was appended since (the monitoring page).
+        """
         if batch_size < 1:
             raise TerminalError("batch_size must be at least 1")
         with db_errors("ledger verify"), self._engine.connect() as conn:
@@ -201,7 +207,9 @@ class Ledger:
                 return ChainStatus(False, 0, GENESIS_HASH, None, "the head row is missing")
             last_seq, last_hash, max_seq = snapshot
             walk = _ChainWalk()
-            for row in self._rows_up_to(conn, last_seq, batch_size):
+            if after is not None:
+                walk.checked, walk.prev_hash = after
+            for row in self._rows_up_to(conn, last_seq, batch_size, walk.checked):
                 if not walk.accept(row):
                     return walk.status()
             return walk.finish(last_seq, last_hash, max_seq)
@@ -213,11 +221,13 @@ class Ledger:
         row = conn.execute(query).first()
         return None if row is None else (int(row[0]), str(row[1]), None if row[2] is None else int(row[2]))
 
-    def _rows_up_to(self, conn: Connection, last_seq: int, batch_size: int) -> Iterator[RowMapping]:
+    def _rows_up_to(
+        self, conn: Connection, last_seq: int, batch_size: int, first_after: int = 0
+    ) -> Iterator[RowMapping]:
         # keyset pages: each query is bounded, so memory stays flat however long the chain
         seq = self._table.c.seq
         query = sa.select(self._table).where(seq <= last_seq).order_by(seq).limit(batch_size)
-        page = query
+        page = query.where(seq > first_after) if first_after else query
         while batch := conn.execute(page).mappings().all():
             page = query.where(seq > batch[-1]["seq"])
             yield from batch

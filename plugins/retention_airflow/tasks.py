@@ -157,13 +157,14 @@ def _skipped(run: RunInfo, database: DatabasePass) -> dict[str, Skip]:
 
 
 def _summary_line(result: StepResult) -> None:
+    kept = ",".join(f"{reason.value}={n}" for reason, n in sorted(result.kept.items())) or "0"
     log.info(
         "SUMMARY category=%s store=%s erased=%s anonymised=%s kept=%s failed=%s verified=%s dry_run=%s",
         result.category,
         result.store,
         result.erased,
         result.anonymised,
-        result.kept_total,
+        kept,
         result.failed,
         result.verified,
         result.dry_run,

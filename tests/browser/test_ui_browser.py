@@ -112,6 +112,19 @@ def test_ops_see_the_run_in_the_airflow_ui(
         assert verified.split() == ["✓", "database", "✓", "s3", "✓", "sftp"]
         approvals = frame.locator("[data-testid=approvals] tr[data-run]")
         assert sorted(approvals.evaluate_all("rows => rows.map(r => r.dataset.category)")) == waiting
+        # Due but not erased: the run summary's backlog, per category and reason, on its first night.
+        backlog = frame.locator("[data-testid=backlog] tr[data-category]").evaluate_all(
+            "rows => rows.map(r => [r.dataset.category, r.dataset.reason,"
+            " r.querySelector('[data-field=count]').textContent, r.dataset.nights])"
+        )
+        assert results.summary is not None
+        expected = [
+            [c, r.value, str(n), "1"]
+            for c, reasons in results.summary.backlog.items()
+            for r, n in reasons.items()
+        ]
+        assert sorted(backlog) == sorted(expected)
+        assert any(c in waiting for c, *_rest in backlog), "the waiting category's plan is due and not erased"
         page.screenshot(path=str(ARTIFACTS / "retention-in-airflow-ui.png"), timeout=TIMEOUT_MS)
 
         # The approval link opens Airflow's own page for the run (the top window, not the iframe).

@@ -431,3 +431,15 @@ def test_a_namespace_cannot_smuggle_the_separator() -> None:
         pseudonymise(KEY, "b", namespace="a\x00")
     with pytest.raises(TerminalError):
         pseudonymise(KEY, "b", namespace="")
+
+
+def test_a_walk_resumed_after_a_good_entry_checks_only_the_newer_ones(ledger: Ledger, engine: Engine) -> None:
+    hashes = fill(ledger, 4)
+    assert ledger.verify_chain().head_hash == hashes[-1]
+    more = [ledger.append(make_entry(i)).entry_hash for i in range(5, 8)]
+    resumed = ledger.verify_chain(after=(4, hashes[-1]))
+    assert (resumed.ok, resumed.checked, resumed.head_hash) == (True, 7, more[-1])
+    # A resumed walk trusts what it is told about the old part, and still catches the new part.
+    sql(engine, 'UPDATE retention_ledger SET "count" = 99 WHERE seq = 6')
+    assert ledger.verify_chain(after=(4, hashes[-1])).first_bad_seq == 6
+    assert ledger.verify_chain(after=(4, "f" * 64)).first_bad_seq == 5, "a wrong start breaks the link"

@@ -27,9 +27,10 @@ from harness.world_stores import generate
 from harness.world_truth import Profile, World
 from retention import flow
 from retention.engine import RunContext
+from retention.errors import TerminalError
 from retention.ledger import Ledger, LedgerEntry
 from retention.policy import load_policies
-from retention.results import Reason, Skip, StepResult
+from retention.results import CategoryPlan, Reason, Skip, StepResult
 from retention_airflow.ui import create_app
 from retention_airflow.ui.reader import ChainCache, LedgerReader
 
@@ -124,6 +125,8 @@ class LedgerWorld:
     """The engine's step results of the nightly run."""
     needs_approval: list[str]
     skipped: dict[str, Skip]
+    backlog: dict[str, dict[Reason, int]]
+    """What the nightly run left due, per category and reason: its summary's ``backlog``."""
     erasure: tuple[StepResult, ...]
     subject_ref: str
     receipt_digest: str
@@ -156,6 +159,10 @@ def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWor
     )
     nightly, skipped = nightly_pass.results, dict(nightly_pass.skipped)
     assert waiting and nightly, "the small world must have both work and a category over its cap"
+    # Its end, as finish_nightly does it: the run summary, with its backlog, goes into the ledger.
+    backlog = {
+        c: dict(r) for c, r in flow.finish(ctx, run, {}, nightly, skipped, plans=plans).backlog.items()
+    }
 
     subject = world.customers_with(Profile.ACTIVE)[0]
     erasure_ctx = _context(engine, ERASURE, mode="subject", subject=str(subject))
@@ -192,7 +199,7 @@ def ledger_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerWor
         )
     ledger.append(LedgerEntry(run_id=HOSTILE_RUN, action="run", outcome="summary", count=0))
     engine.dispose()
-    yield LedgerWorld(path, url, world, nightly, waiting, skipped, erasure, subject_ref, digest)
+    yield LedgerWorld(path, url, world, nightly, waiting, skipped, backlog, erasure, subject_ref, digest)
 
 
 # --- authentication through Airflow's auth manager ---------------------------------------------
@@ -495,3 +502,222 @@ def test_the_plugin_mounts_the_app_and_adds_a_navigation_entry() -> None:
     (view,) = plugin.external_views
     parsed = ExternalViewResponse.model_validate(view)
     assert parsed.destination == "nav" and parsed.href == mounted["url_prefix"] + "/"
+
+
+# --- the chain status covers what the page shows -----------------------------------------------
+
+
+def _run_entries(ledger: Ledger, run_id: str, n: int) -> None:
+    ledger.append_many(
+        [
+            LedgerEntry(run_id=run_id, category="invoices", action="delete", outcome="planned")
+            for _ in range(n)
+        ]
+    )
+
+
+def _banner(client: TestClient, headers: dict[str, str], path: str = "/") -> Node:
+    return dom(client.get(path, headers=headers).text).one("section", data_testid="chain-status")
+
+
+def _shown_entries(client: TestClient, headers: dict[str, str]) -> int:
+    """The ledger entries of the runs the overview shows, added up from their headings."""
+    page = dom(client.get("/", headers=headers).text)
+    metas = [p.text() for p in page.one("section", data_testid="runs").find_all("p", **{"class": "meta"})]
+    return sum(int(m.split(" ledger entries")[0].split()[-1]) for m in metas)
+
+
+def test_the_chain_status_covers_every_entry_the_page_shows(viewer: dict[str, str], tmp_path: Path) -> None:
+    # The issue: verified after the first run (1 entry), then a second run wrote 78 more, and the
+    # page showed "Hash chain intact: 1 entries verified" above runs with 79 entries.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    ledger.append(LedgerEntry(run_id="nightly__first", action="run", outcome="summary"))
+    app = create_app(engine_factory=lambda: engine, chain_ttl=3600)
+    with TestClient(app) as c:
+        first = _banner(c, viewer)
+        assert first.attrs["data-ok"] == "true" and "1 entries verified" in first.text()
+
+        _run_entries(ledger, "nightly__second", 78)
+        assert _shown_entries(c, viewer) == 79
+        banner = _banner(c, viewer)
+        assert banner.attrs["data-ok"] == "true" and "79 entries verified" in banner.text(), banner.text()
+        head = ledger.verify_chain().head_hash
+        assert banner.one("code").attrs["title"] == head
+
+        # Verified from the last verified entry on: an edited new entry is found without a full walk.
+        _run_entries(ledger, "nightly__third", 5)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE retention_ledger SET count = 7 WHERE seq = 82"))
+        broken = _banner(c, viewer)
+        assert broken.attrs["data-ok"] == "false"
+        assert "BROKEN at entry 82" in broken.text() and "81 entries before it are intact" in broken.text()
+
+
+def test_a_large_growth_is_shown_as_still_being_checked(viewer: dict[str, str], tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    _run_entries(ledger, "nightly__first", 3)
+    app = create_app(engine_factory=lambda: engine, chain_ttl=3600, chain_sync_limit=10)
+    with TestClient(app) as c:
+        assert "3 entries verified" in _banner(c, viewer).text()
+        _run_entries(ledger, "nightly__second", 40)  # more than the page verifies itself
+        page = dom(c.get("/ledger?size=200", headers=viewer).text)
+        assert len(_seqs_of(page)) == 43
+        banner = page.one("section", data_testid="chain-status")
+        assert banner.attrs["data-ok"] == "pending" and banner.attrs["data-state"] == "checking"
+        assert "still being checked (3 of 43 entries verified)" in banner.text()
+        assert "intact" not in banner.text()
+
+        app.state.site.chain.wait(timeout=30)  # verified meanwhile, from entry 3 on
+        done = _banner(c, viewer)
+        assert done.attrs["data-ok"] == "true" and "43 entries verified" in done.text()
+
+
+def _seqs_of(page: Node) -> list[int]:
+    rows = page.one("table", data_testid="ledger").find_all("tr")
+    return [int(r.attrs["data-seq"]) for r in rows if "data-seq" in r.attrs]
+
+
+def test_a_head_that_went_back_is_walked_again_before_anything_is_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    _run_entries(ledger, "nightly__first", 10)
+    cache = ChainCache(ttl=3600, clock=lambda: 0.0)
+    reader = LedgerReader(engine)
+    assert cache.get(reader).status.checked == 10
+    # The last four entries deleted and the head set back to entry 6: a consistent, shorter chain.
+    sixth = ledger.entries(offset=4, limit=1)[0]
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM retention_ledger WHERE seq > 6")
+        conn.execute("UPDATE retention_ledger_head SET last_seq = 6, last_hash = ?", (sixth["entry_hash"],))
+    pending = cache.get(reader)
+    assert pending.state == "checking" and pending.status.checked == 0 and pending.total == 6
+    cache.wait(timeout=30)
+    walked = cache.get(reader)
+    assert walked.state == "intact" and walked.status.checked == 6
+
+
+# --- due but not erased ------------------------------------------------------------------------
+
+
+def backlog_rows(page: Node) -> dict[tuple[str, str], dict[str, str]]:
+    """(category, reason) -> field -> text of the backlog panel, plus its data attributes."""
+    section = page.one("section", data_testid="backlog")
+    return {
+        (row.attrs["data-category"], row.attrs["data-reason"]): {
+            **{
+                cell.attrs["data-field"]: cell.text()
+                for cell in row.find_all("td")
+                if "data-field" in cell.attrs
+            },
+            "lawful": row.attrs["data-lawful"],
+            "nights": row.attrs["data-nights"],
+        }
+        for row in section.find_all("tr")
+        if "data-category" in row.attrs
+    }
+
+
+def test_the_backlog_panel_shows_the_newest_nightly_summary(
+    client: TestClient, viewer: dict[str, str], ledger_world: LedgerWorld
+) -> None:
+    ledger = Ledger(sa.create_engine(ledger_world.url))
+    (summary,) = [e for e in ledger.entries(run_id=NIGHTLY, limit=5) if e["action"] == "run"]
+    recorded = summary["detail"]["backlog"]
+    expected = {(c, r.value): n for c, reasons in ledger_world.backlog.items() for r, n in reasons.items()}
+    assert {(c, r): n for c, reasons in recorded.items() for r, n in reasons.items()} == expected
+    assert any(r is Reason.AWAITING_APPROVAL for reasons in ledger_world.backlog.values() for r in reasons)
+
+    rows = backlog_rows(dom(client.get("/", headers=viewer).text))
+    assert {key: int(row["count"]) for key, row in rows.items()} == expected
+    for (_category, reason), row in rows.items():
+        known = Reason(reason)
+        words = "blocked by a category it runs after" if known is Reason.BLOCKED_BY_DEPENDENCY else None
+        assert row["reason"] == (words or Skip(known).words())
+        assert row["kind"] == ("lawful keep" if known.lawful_keep else "needs action")
+        assert row["lawful"] == ("true" if known.lawful_keep else "false")
+        assert row["age"] == "for 1 night" and row["nights"] == "1"
+    for category in ledger_world.needs_approval:
+        assert rows[(category, "awaiting_approval")]["kind"] == "needs action"
+
+
+def _night(
+    engine: sa.Engine,
+    run_id: str,
+    skipped: dict[str, Skip],
+    planned: dict[str, int],
+    kept: dict[str, dict[Reason, int]] | None = None,
+    dry_run: bool = False,
+) -> None:
+    """A nightly run's end (``flow.finish``) with the given skips, planned records and kept items."""
+    ctx = _context(engine, run_id, dry_run=dry_run)
+    run = flow.describe(ctx)
+    results = [
+        StepResult(run_id=run_id, category=c, store="database", mode="due", dry_run=dry_run, kept=k)
+        for c, k in (kept or {}).items()
+    ]
+    plans = {
+        c: CategoryPlan(c, ("database",), n, n, 0, {}, needs_approval=False, approval_reason=None)
+        for c, n in planned.items()
+    }
+    if dry_run:
+        flow.finish(ctx, run, {}, results, skipped, plans=plans)
+    else:
+        with pytest.raises(TerminalError):  # unproven: nothing was erased here
+            flow.finish(ctx, run, {}, results, skipped, plans=plans)
+
+
+def test_the_backlog_age_counts_consecutive_real_nightly_runs(
+    ledger_world: LedgerWorld, viewer: dict[str, str], tmp_path: Path
+) -> None:
+    copy = tmp_path / "nights.db"
+    shutil.copy(ledger_world.path, copy)
+    engine = sa.create_engine(f"sqlite:///{copy}")
+    a, b, c = sorted(ledger_world.backlog)[:3]
+    night_zero = {r for reasons in ledger_world.backlog.values() for r in reasons}
+    new_reasons = {Reason.FAILED, Reason.REJECTED, Reason.NO_PLAN, Reason.STATUTORY, Reason.OVER_CAP}
+    assert not night_zero & new_reasons, "the reasons of the nights below are new after the fixture's run"
+
+    failed = Skip(Reason.FAILED, error="OperationalError")
+    rejected, no_plan = Skip(Reason.REJECTED), Skip(Reason.NO_PLAN)
+    _night(engine, "nightly__one", {a: failed, b: rejected, c: no_plan}, {a: 4, b: 2, c: 1})
+    _night(engine, "nightly__two", {a: failed, b: rejected}, {a: 5, b: 2}, kept={b: {Reason.STATUTORY: 3}})
+    # A dry run is no night: it neither continues nor ends a run of nights, nor is it the newest.
+    _night(engine, "nightly__dry", {c: no_plan}, {c: 1}, dry_run=True)
+    _night(engine, "nightly__three", {a: failed, c: no_plan}, {a: 6, c: 1}, kept={b: {Reason.STATUTORY: 4}})
+    _night(engine, "nightly__dry_after", {a: Skip(Reason.OVER_CAP)}, {a: 9}, dry_run=True)
+
+    app = create_app(engine_factory=lambda: engine)
+    with TestClient(app) as client:
+        rows = backlog_rows(dom(client.get("/", headers=viewer).text))
+    assert set(rows) == {(a, "failed"), (b, "statutory"), (c, "no_plan")}
+    assert rows[(a, "failed")]["count"] == "6" and rows[(a, "failed")]["age"] == "for 3 nights"
+    assert rows[(a, "failed")]["kind"] == "needs action"
+    assert rows[(a, "failed")]["reason"] == "failed"
+    assert rows[(b, "statutory")]["count"] == "4" and rows[(b, "statutory")]["age"] == "for 2 nights"
+    assert rows[(b, "statutory")]["kind"] == "lawful keep"
+    assert rows[(c, "no_plan")]["age"] == "for 1 night"
+
+    # Counted over the newest nights only: a run of nights as long as those read may be longer.
+    backlog = LedgerReader(engine).backlog(nights=2)
+    assert backlog is not None and backlog.nights_read == 2
+    ages = {(i.category, i.reason): (i.nights, i.at_least) for i in backlog.items}
+    assert ages == {(a, "failed"): (2, True), (b, "statutory"): (2, True), (c, "no_plan"): (1, False)}
+    assert backlog.needs_action == 2
+
+
+def test_the_backlog_panel_without_a_real_nightly_run(viewer: dict[str, str], tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    dry = {"mode": "due", "dry_run": True, "backlog": {"invoices": {"failed": 3}}}
+    ledger.append(LedgerEntry(run_id="nightly__dry", action="run", outcome="summary", detail=dry))
+    with TestClient(create_app(engine_factory=lambda: engine)) as client:
+        section = dom(client.get("/", headers=viewer).text).one("section", data_testid="backlog")
+    assert "No nightly run (other than a dry run)" in section.text()
+    assert not section.find_all("tr")

@@ -1,9 +1,11 @@
 """The monitoring page as a FastAPI app, mounted by the Airflow API server through ``retention_ui_plugin``.
 
 Pages are server-rendered HTML (Jinja2, autoescaped) from the ledger: the overview (chain
-status, pending approvals, recent runs per category, erasure receipts), one run, and the
-ledger itself, paginated and filterable. Every page needs a valid Airflow token (see
-``auth``); static files (style, script, icon) carry no data and are public.
+status, pending approvals, what is due but not erased, recent runs per category, erasure
+receipts), one run, and the ledger itself, paginated and filterable. Each page reads the chain
+status last, so that it covers every entry the page shows (or says how far the check has got).
+Every page needs a valid Airflow token (see ``auth``); static files (style, script, icon)
+carry no data and are public.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from retention.errors import RetentionError
 from retention_airflow.ui.auth import Refused, airflow_auth_manager, authorised_user
-from retention_airflow.ui.reader import ChainCache, CheckedChain, LedgerReader
+from retention_airflow.ui.reader import CHAIN_SYNC_LIMIT, ChainCache, CheckedChain, LedgerReader
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class _Site:
             raise Unavailable(str(e)) from None
 
     def checked_chain(self, reader: LedgerReader) -> CheckedChain:
-        """The last chain verification (a stale one is refreshed in the background)."""
+        """The chain status up to the ledger's head now: call it after the page's other reads."""
         return self.chain.get(reader)
 
     def _open(self) -> LedgerReader:
@@ -161,16 +163,17 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, _user: User) -> HTMLResponse:
-    """Chain status, pending approvals, the recent runs per category and the erasure receipts."""
+    """Chain status, pending approvals, the backlog, the recent runs per category and the erasure receipts."""
     site = _site(request)
 
     def load(reader: LedgerReader) -> dict[str, Any]:
-        return {
-            "chain": site.checked_chain(reader),
+        data = {
             "approvals": reader.pending_approvals(),
+            "backlog": reader.backlog(),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
         }
+        return {**data, "chain": site.checked_chain(reader)}
 
     data = site.read(load)
     if data is None:
@@ -189,7 +192,8 @@ def run(
         info = reader.run_info(run_id)
         if info is None:
             return None
-        return {"chain": site.checked_chain(reader), "run": info, "rows": reader.run_categories(run_id)}
+        rows = reader.run_categories(run_id)
+        return {"run": info, "rows": rows, "chain": site.checked_chain(reader)}
 
     data = site.read(load)
     if data is None:
@@ -212,11 +216,11 @@ def entries(
     run_id, cat = run.strip() or None, category.strip() or None
 
     def load(reader: LedgerReader) -> dict[str, Any]:
-        return {
-            "chain": site.checked_chain(reader),
+        data = {
             "categories": reader.categories(),
             "result": reader.page(run_id=run_id, category=cat, page=page, size=size),
         }
+        return {**data, "chain": site.checked_chain(reader)}
 
     data = site.read(load)
     if data is None:
@@ -261,11 +265,13 @@ def create_app(
     engine_factory: Callable[[], Engine] = default_engine,
     table_name: str = "retention_ledger",
     chain_ttl: float = 60.0,
+    chain_sync_limit: int = CHAIN_SYNC_LIMIT,
     auth_manager: Callable[[], Any] = airflow_auth_manager,
     url_prefix: str = URL_PREFIX,
 ) -> FastAPI:
     """The monitoring app over the ledger that ``engine_factory`` opens (lazily, once)."""
-    site = _Site(engine_factory, table_name, ChainCache(chain_ttl), _templates(), auth_manager, url_prefix)
+    chain = ChainCache(chain_ttl, sync_limit=chain_sync_limit)
+    site = _Site(engine_factory, table_name, chain, _templates(), auth_manager, url_prefix)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

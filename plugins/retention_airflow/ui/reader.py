@@ -1,8 +1,10 @@
-"""What the monitoring page shows, read from the ledger: runs, approvals, receipts, entries, chain status.
+"""What the monitoring page shows, read from the ledger: runs, approvals, receipts, backlog, entries,
+chain status.
 
 Only counts, digests, codes and pseudonyms are read (the ledger holds nothing else). The
-overview's queries look at the newest ``RECENT_WINDOW`` entries only, so that a page load
-stays bounded however long the ledger grows; the ledger page reaches every entry.
+overview's queries look at the newest ``RECENT_WINDOW`` entries (and the newest
+``BACKLOG_NIGHTS`` nightly summaries) only, so that a page load stays bounded however long the
+ledger grows; the ledger page reaches every entry.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, check_table_name
-from retention.ledger import ChainStatus, Ledger
+from retention.ledger import GENESIS_HASH, ChainStatus, Ledger
 from retention.results import Reason, Skip
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,12 @@ RECENT_WINDOW = 200_000
 APPROVAL_DECISIONS = ("approved", "rejected", "skipped")
 """Outcomes of an ``approval`` entry that answer a request (``skipped``: nobody answered in time)."""
 
+BACKLOG_NIGHTS = 30
+"""How many of the newest real nightly summaries the backlog's age (consecutive nights) is counted over."""
+
+CHAIN_SYNC_LIMIT = 20_000
+"""New entries a page load verifies itself; more are verified in the background meanwhile."""
+
 NIGHTLY_DAG = "retention_nightly"
 APPROVAL_TASK = "category.approve"
 
@@ -41,6 +49,7 @@ def _ledger_columns(name: str) -> sa.TableClause:
     return sa.table(
         check_table_name(name),
         sa.column("seq", sa.BigInteger()),
+        sa.column("entry_id", sa.Text()),
         sa.column("recorded_at", UtcDateTime()),
         sa.column("run_id", sa.Text()),
         sa.column("category", sa.Text()),
@@ -52,7 +61,17 @@ def _ledger_columns(name: str) -> sa.TableClause:
         sa.column("items_digest", sa.Text()),
         sa.column("subject_ref", sa.Text()),
         sa.column("reason", sa.Text()),
+        sa.column("until", sa.Text()),
+        sa.column("policy_set_hash", sa.Text()),
         sa.column("detail", sa.Text()),
+        sa.column("prev_hash", sa.Text()),
+        sa.column("entry_hash", sa.Text()),
+    )
+
+
+def _head_columns(name: str) -> sa.TableClause:
+    return sa.table(
+        name, sa.column("id", sa.Integer()), sa.column("last_seq", sa.BigInteger()), sa.column("last_hash")
     )
 
 
@@ -151,6 +170,73 @@ class LedgerPage:
     size: int
 
 
+@dataclass(frozen=True)
+class BacklogItem:
+    """Due items of one category the newest nightly run did not erase, for one reason, and since when."""
+
+    category: str
+    reason: str
+    """As the ledger recorded it (a ``Reason`` value)."""
+    count: int
+    nights: int
+    """Consecutive real nightly runs, the newest included, whose summary has this category and reason."""
+    at_least: bool
+    """The run of nights reaches the oldest summary read: it may be longer."""
+
+    @property
+    def known(self) -> Reason | None:
+        try:
+            return Reason(self.reason)
+        except ValueError:
+            return None
+
+    @property
+    def words(self) -> str:
+        """The reason in words (an unknown one as recorded)."""
+        known = self.known
+        if known is None:
+            return self.reason
+        return _BACKLOG_WORDS.get(known) or Skip(known).words()
+
+    @property
+    def lawful_keep(self) -> bool:
+        """Kept because the law or the store requires it (hold, statute, storage lock); else: needs action."""
+        known = self.known
+        return known is not None and known.lawful_keep
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The newest real nightly summary's ``backlog``, per category and reason, with each one's age."""
+
+    items: list[BacklogItem]
+    nights_read: int
+    """How many real nightly summaries the ages were counted over (at most ``BACKLOG_NIGHTS``)."""
+
+    @property
+    def needs_action(self) -> int:
+        return sum(1 for item in self.items if not item.lawful_keep)
+
+
+_BACKLOG_WORDS = {Reason.BLOCKED_BY_DEPENDENCY: "blocked by a category it runs after"}
+"""Where ``Skip.words()`` needs particulars the summary's backlog does not record (which category blocked)."""
+
+
+def _backlog_counts(detail: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """(category, reason) -> due items not erased, from a summary's ``detail`` (malformed parts left out)."""
+    recorded = detail.get("backlog")
+    out: dict[tuple[str, str], int] = {}
+    if not isinstance(recorded, dict):
+        return out
+    for category, reasons in recorded.items():
+        if not isinstance(reasons, dict):
+            continue
+        for reason, n in reasons.items():
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                out[(str(category), str(reason))] = n
+    return out
+
+
 def _quote(value: str) -> str:
     return quote(value, safe="")
 
@@ -169,14 +255,14 @@ class LedgerReader:
         self.engine = engine
         self.ledger = Ledger(engine, table_name)
         self._t = _ledger_columns(table_name)
-        self._head_name = f"{table_name}_head"
+        self._head = _head_columns(f"{table_name}_head")
         self._window = window
 
     def exists(self) -> bool:
         """Whether the ledger table and its head have been created (by the first run)."""
         with db_errors("ledger read"):
             inspector = sa.inspect(self.engine)
-            return inspector.has_table(self._t.name) and inspector.has_table(self._head_name)
+            return inspector.has_table(self._t.name) and inspector.has_table(self._head.name)
 
     def _recent(self) -> sa.ColumnElement[bool]:
         """Entries among the newest ``window`` (seq is dense from 1, so this is a range on the key)."""
@@ -352,6 +438,38 @@ class LedgerReader:
             )
         return out
 
+    def backlog(self, nights: int = BACKLOG_NIGHTS) -> Backlog | None:
+        """What the newest real (not dry) nightly run left due, per category and reason, and for how many
+        nightly runs in a row (among the newest ``nights``); None if the ledger has no such run yet.
+
+        Dry runs and customer erasures are not nights here, as for the engine's backlog alert.
+        """
+        summaries = [_backlog_counts(d) for d in self.ledger.summaries(nights, mode="due")]
+        if not summaries:
+            return None
+        newest, *earlier = summaries
+        items = []
+        for (category, reason), count in newest.items():
+            streak = 1
+            for older in earlier:
+                if (category, reason) not in older:
+                    break
+                streak += 1
+            items.append(BacklogItem(category, reason, count, streak, streak == len(summaries) == nights))
+        items.sort(key=lambda i: (i.category, i.lawful_keep, i.reason))
+        return Backlog(items, len(summaries))
+
+    def head(self) -> tuple[int, str] | None:
+        """The ledger head's last entry number and hash (one row); None if there is no head."""
+        h = self._head
+        row = self._rows(sa.select(h.c.last_seq, h.c.last_hash).where(h.c.id == 1))
+        return (int(row[0][0]), str(row[0][1])) if row else None
+
+    def verify_after(self, seq: int, entry_hash: str, *, batch_size: int = 10_000) -> ChainStatus:
+        """Verify the chain from entry ``seq`` on, whose hash ``entry_hash`` an earlier walk found good, to
+        the head: the ledger's own checks (``Ledger.verify_chain``) over the newer entries only."""
+        return self.ledger.verify_chain(batch_size=batch_size, after=(seq, entry_hash))
+
     def categories(self) -> list[str]:
         """Every category named in the ledger (for the filter)."""
         t = self._t
@@ -369,46 +487,89 @@ class LedgerReader:
 
 @dataclass(frozen=True)
 class CheckedChain:
-    """A chain verification and when it was made."""
+    """A chain verification, when it was made, and how many entries the ledger had when a page asked."""
 
     status: ChainStatus
     checked_at: datetime
     seconds: float
+    entries: int | None = None
+    """The ledger's entries (its head) when the page asked; None: as many as the verification covered."""
+
+    @property
+    def total(self) -> int:
+        return self.status.checked if self.entries is None else max(self.entries, self.status.checked)
+
+    @property
+    def state(self) -> str:
+        """``broken``; ``checking`` while entries the verification has not reached exist; else ``intact``."""
+        if not self.status.ok:
+            return "broken"
+        return "checking" if self.status.checked < self.total else "intact"
 
 
 class ChainCache:
-    """The chain status, re-verified in the background once it is older than ``ttl`` seconds.
+    """The chain status the pages show: it never covers fewer entries than the ledger had when asked.
 
-    A full walk reads and hashes every entry (seconds for a few hundred thousand), so only
-    the very first request waits for it; later requests get the last result, with its time,
-    while a fresh walk runs in one background thread.
+    A full walk reads and hashes every entry (seconds for a few hundred thousand), so only the
+    very first request waits for it; it is repeated in one background thread once it is older
+    than ``ttl`` seconds, which is what finds an edited old entry. Every request reads the head
+    (one row): entries appended since the last verification are verified from the last verified
+    entry and hash on, at a cost in proportion to the new entries only, by the request itself up
+    to ``sync_limit`` of them, else in the background while the status says how far it got. A
+    head that no longer continues the verified chain (it went back, or changed) is walked again
+    in full; until then nothing is claimed for it.
     """
 
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl: float, clock: Callable[[], float] = time.monotonic, *, sync_limit: int = CHAIN_SYNC_LIMIT
+    ) -> None:
         self._ttl = ttl
         self._clock = clock
+        self._sync_limit = sync_limit
         self._lock = threading.Lock()
-        self._first = threading.Lock()
-        self._last: tuple[float, CheckedChain] | None = None
+        """Guards the fields below."""
+        self._walking = threading.Lock()
+        """Held by the request that walks (the first walk, an extension), so that others do not repeat it."""
+        self._last: CheckedChain | None = None
+        self._full_at = 0.0
         self._thread: threading.Thread | None = None
 
     def get(self, reader: LedgerReader) -> CheckedChain:
-        """The last verification (starting a fresh one if it is stale); the first call verifies itself."""
-        with self._lock:
-            if self._last is not None:
-                at, checked = self._last
-                if self._clock() - at >= self._ttl and self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._background, args=(reader,), name="retention-chain-check", daemon=True
-                    )
-                    self._thread.start()
-                return checked
-        with self._first:
-            if self._last is None:
-                checked = self._walk(reader)
-                with self._lock:
-                    self._last = (self._clock(), checked)
-            return self._last[1]
+        """The chain's status up to the ledger's head as it is now; read it after what the page shows."""
+        last = self._current()
+        if last is None:
+            with self._walking:
+                if self._current() is None:
+                    self._keep(self._walk(reader))
+            last = self._known()
+        head = reader.head()
+        if head is None:
+            status = ChainStatus(False, 0, GENESIS_HASH, None, "the head row is missing")
+            return CheckedChain(status, datetime.now(UTC), 0.0, 0)
+        entries, head_hash = head
+        if self._clock() - self._full_at >= self._ttl:
+            self._start(reader, full=True)
+        verified = last.status
+        if not verified.ok or (entries, head_hash) == (verified.checked, verified.head_hash):
+            return last
+        if entries > verified.checked:
+            if entries - verified.checked > self._sync_limit:
+                self._start(reader, full=False)
+                return replace(last, entries=entries)
+            with self._walking:
+                last = self._known()
+                if last.status.ok and last.status.checked < entries:
+                    self._keep(self._extend(reader, last), after=last)
+                    last = self._known()
+            return replace(last, entries=entries)
+        log.warning(
+            "retention page: the ledger head (entry %d) does not continue the chain verified up to entry %d;"
+            " walking the whole chain again",
+            entries,
+            verified.checked,
+        )
+        self._start(reader, full=True)
+        return CheckedChain(ChainStatus(True, 0, GENESIS_HASH), last.checked_at, 0.0, entries)
 
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for a background verification that is running, if any."""
@@ -416,11 +577,41 @@ class ChainCache:
         if thread is not None:
             thread.join(timeout)
 
-    def _background(self, reader: LedgerReader) -> None:
+    def _current(self) -> CheckedChain | None:
+        with self._lock:
+            return self._last
+
+    def _known(self) -> CheckedChain:
+        last = self._current()
+        if last is None:  # pragma: no cover - only after a first walk, which stores its result
+            raise RuntimeError("no chain verification yet")
+        return last
+
+    def _keep(self, checked: CheckedChain, *, after: CheckedChain | None = None) -> None:
+        """Keep a full walk's result; an extension's only if it extends the result kept now (``after``):
+        one that went on from an older result must not hide what a full walk found meanwhile."""
+        with self._lock:
+            if after is None:
+                self._last, self._full_at = checked, self._clock()
+            elif self._last is after:
+                self._last = checked
+
+    def _start(self, reader: LedgerReader, *, full: bool) -> None:
+        """A background walk (in full, or from the last verified entry on) unless one is running."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._background, args=(reader, full), name="retention-chain-check", daemon=True
+                )
+                self._thread.start()
+
+    def _background(self, reader: LedgerReader, full: bool) -> None:
         try:
-            checked = self._walk(reader)
-            with self._lock:
-                self._last = (self._clock(), checked)
+            last = self._current()
+            if full or last is None or not last.status.ok:
+                self._keep(self._walk(reader))
+            else:
+                self._keep(self._extend(reader, last), after=last)
         except Exception as e:  # noqa: BLE001 - the page keeps showing the last result, with its time
             log.warning("retention page: background chain check failed (%s)", type(e).__name__)
         finally:
@@ -431,6 +622,12 @@ class ChainCache:
     def _walk(reader: LedgerReader) -> CheckedChain:
         started = time.perf_counter()
         status = reader.ledger.verify_chain()
+        return CheckedChain(status, datetime.now(UTC), time.perf_counter() - started)
+
+    @staticmethod
+    def _extend(reader: LedgerReader, last: CheckedChain) -> CheckedChain:
+        started = time.perf_counter()
+        status = reader.verify_after(last.status.checked, last.status.head_hash)
         return CheckedChain(status, datetime.now(UTC), time.perf_counter() - started)
 
 
