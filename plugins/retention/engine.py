@@ -417,7 +417,7 @@ def _kept_entries(
                 run_id=ctx.run_id,
                 category=policy.id,
                 store=store,
-                location=store,
+                location=_store_label(policy, store),
                 action="keep",
                 outcome="kept",
                 count=n,
@@ -427,6 +427,12 @@ def _kept_entries(
             )
         )
     return entries
+
+
+def _store_label(policy: Policy, store: str) -> str:
+    """The label of the category's location in ``store`` (``store:*`` when it has several)."""
+    labels = [location_label(loc) for loc in policy.locations_in(store)]
+    return labels[0] if len(labels) == 1 else f"{store}:*"
 
 
 def _acted_on(outcome: EraseOutcome) -> int:
@@ -543,7 +549,3 @@ def record_kept_by_law(policy: Policy, ctx: RunContext) -> KeptByLaw | None:
             )
         )
     return kept
-
-
-def steps_of(results: Sequence[StepResult], category: str) -> Iterator[StepResult]:
-    return (r for r in results if r.category == category)
