@@ -236,15 +236,27 @@ class DatabaseAdapter:
         self.batch_size = batch_size
         self.statements = 0
         self._tables: dict[str, sa.Table] = {}
+        self._reflected = False
         self._schema: SchemaInfo | None = None
 
     # -- schema -----------------------------------------------------------------------------------
 
     def table(self, name: str) -> sa.Table:
-        """The reflected table; an unknown name raises ``UnknownLocationError``."""
+        """The reflected table; an unknown name raises ``UnknownLocationError``.
+
+        The first call reflects every table of the default schema at once (SQLAlchemy's
+        multi-table reflection: a few catalogue queries instead of several per table); a name
+        that is not among them (a view, a table created since) is reflected on its own.
+        """
         if name not in self._tables:
             try:
-                self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+                if not self._reflected:
+                    metadata = sa.MetaData()
+                    metadata.reflect(bind=self.engine)
+                    self._tables.update(metadata.tables)
+                    self._reflected = True
+                if name not in self._tables:
+                    self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
             except NoSuchTableError:
                 raise UnknownLocationError(f"table {name!r} does not exist") from None
             except OperationalError as e:
