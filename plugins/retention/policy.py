@@ -36,6 +36,7 @@ from retention.locations import (
 from retention.paths import placeholders
 from retention.schema import ColumnInfo as ColumnInfo  # re-exported: callers built schemas from here
 from retention.schema import SchemaInfo
+from retention.subject import DEFAULT_SUBJECT, SUBJECT_FILE, SubjectFormat, subject_from
 
 _DURATION = re.compile(r"^P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?$")
 
@@ -194,11 +195,19 @@ class PolicySet:
     policies: tuple[Policy, ...]
     sources: Mapping[str, str]
     """Policy id -> file name, for messages."""
+    subject: SubjectFormat = DEFAULT_SUBJECT
+    """The deployment's customer-id format (``_subject.yaml``, or the digits-only default)."""
 
     @property
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON of every policy: the ledger records which rules applied."""
-        payload = json.dumps([p.model_dump(mode="json") for p in self.policies], sort_keys=True)
+        """SHA-256 of the canonical JSON of every policy and the id format: which rules applied."""
+        payload = json.dumps(
+            {
+                "policies": [p.model_dump(mode="json") for p in self.policies],
+                "subject": self.subject.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def get(self, category: str) -> Policy:
@@ -246,14 +255,19 @@ def _loc_to_field(loc: Sequence[int | str], data: Any) -> str:
     return "".join(parts) or "<document>"
 
 
-def parse_policy(text: str, file: str) -> Policy:
-    """Parse and validate one policy document; raise ``PolicyError`` naming ``file`` and the field."""
+def _parse_yaml(text: str, file: str) -> Any:
+    """The YAML document (duplicate keys refused); PolicyError naming ``file`` and the line."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "<yaml>"
         raise PolicyError(file, where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from None
+
+
+def parse_policy(text: str, file: str) -> Policy:
+    """Parse and validate one policy document; raise ``PolicyError`` naming ``file`` and the field."""
+    data = _parse_yaml(text, file)
     if not isinstance(data, dict):
         raise PolicyError(file, "<document>", "expected a mapping of policy fields")
     try:
@@ -271,9 +285,17 @@ def parse_policy(text: str, file: str) -> Policy:
 
 
 def load_policies(folder: str | Path) -> PolicySet:
-    """Load every ``*.yaml`` in ``folder`` into a ``PolicySet`` ordered by ``after``; raise on a problem."""
+    """Load every ``*.yaml`` in ``folder`` into a ``PolicySet`` ordered by ``after``; raise on a problem.
+
+    Files whose name starts with ``_`` are not categories: ``_subject.yaml`` declares the
+    customer-id format (``retention.subject``); any other such file is refused (a typo would
+    otherwise be silently ignored).
+    """
     root = Path(folder)
-    files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml"))
+    found = sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml"))
+    files = [p for p in found if not p.name.startswith("_")]
+    for extra in (p for p in found if p.name.startswith("_") and p.name != SUBJECT_FILE):
+        raise PolicyError(extra.name, "<file>", f"unknown settings file (only {SUBJECT_FILE} is known)")
     if not files:
         raise PolicyError(str(root), "<folder>", "no policy files (*.yaml) found")
     policies: list[Policy] = []
@@ -284,7 +306,11 @@ def load_policies(folder: str | Path) -> PolicySet:
             raise PolicyError(path.name, "id", f"duplicate id {policy.id!r}, also in {sources[policy.id]}")
         sources[policy.id] = path.name
         policies.append(policy)
-    return PolicySet(tuple(_order(policies, sources)), sources)
+    subject_path = root / SUBJECT_FILE
+    subject = DEFAULT_SUBJECT
+    if subject_path.exists():
+        subject = subject_from(_parse_yaml(subject_path.read_text(encoding="utf-8"), SUBJECT_FILE))
+    return PolicySet(tuple(_order(policies, sources)), sources, subject)
 
 
 def _order(policies: Iterable[Policy], sources: Mapping[str, str]) -> list[Policy]:
