@@ -7,8 +7,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, XComArg, dag, task_group
 
-from retention.params import CUSTOMER_ID_SCHEMA, REASON_SCHEMA, REQUEST_REF_SCHEMA
+from retention.params import REASON_SCHEMA, REQUEST_REF_SCHEMA
 from retention.stores import FILE_STORES
+from retention.subject import SAFE_SUBJECT_SCHEMA
 from retention_airflow.notify import RetentionAlert
 from retention_airflow.tasks import (
     FILE_STORE_POOLS,
@@ -32,7 +33,8 @@ Bookkeeping Act, the privacy-request records themselves) with the law and the un
 verifies every store, records everything in the ledger, and writes an **erasure receipt**
 (JSON and Markdown, in S3 under the receipts prefix; the return value of `write_receipt`).
 
-**Flow**: `prepare_run` re-checks the params and validates the policies against the live
+**Flow**: `prepare_run` re-checks the params (the customer id against the deployment's
+customer-id format, `_subject.yaml` beside the policies) and validates the policies against the live
 schema → per category (mapped task group `category`): `plan` (what would be erased, and what
 the law keeps) → `erase_s3`, `erase_sftp`, `erase_filesystem`
 (one task per file store; a category's task for a store it does not use does nothing) →
@@ -42,7 +44,9 @@ steps' results, stores it in S3 and references it from the ledger. No cap, no ap
 request itself is the decision.
 
 **Params** (checked before a run is created; an invalid value is refused by the form and the API):
-- `customer_id`: the internal customer id (digits only). Never an e-mail or a name.
+- `customer_id`: the internal customer id. Never an e-mail or a name. The form and the API accept
+  only ASCII letters, digits, `.`, `_` and `-` (at most 64); the deployment's own format (e.g.
+  digits only, no leading zero) is checked by `prepare_run`, which fails without touching anything.
 - `request_ref`: the privacy request's reference, e.g. `PR-2026-00042`.
 - `reason`: `erasure_request`, `consent_withdrawn` or `objection`.
 - `dry_run`: default **true**: shows what would happen and writes a dry-run receipt. Run it
@@ -66,7 +70,13 @@ restored data again and writes a new receipt.
     doc_md=DOC,
     tags=["retention", "gdpr"],
     params={
-        "customer_id": Param(**CUSTOMER_ID_SCHEMA, description="Internal customer id (digits only)."),
+        "customer_id": Param(
+            **SAFE_SUBJECT_SCHEMA,
+            description=(
+                "Internal customer id (letters, digits, '.', '_', '-'). "
+                "The deployment's format is checked in the first task."
+            ),
+        ),
         "request_ref": Param(
             **REQUEST_REF_SCHEMA, description="Privacy request reference, e.g. PR-2026-00042."
         ),

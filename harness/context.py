@@ -85,7 +85,7 @@ def engine_context(
         pseudonym_key=pseudonym_key,
         ledger=Ledger(engine),
         keeps=keeps,
-        holds=HoldRegistry(engine).current,
+        holds=HoldRegistry(engine, subject_format=policies.subject).current,
         adapters=adapters,
         bucket_map={POLICY_BUCKET: bucket} if bucket else {},
         roots=roots,

@@ -7,7 +7,8 @@ or the problem naming file and field; exits 0 when valid, 2 otherwise.
 
 ``python -m retention.cli hold add|release|list|check --database-url URL ...`` manages the
 legal-hold registry (``retention.holds``) in the ledger database, checking each hold as a
-run would: the subject against the customer-id format, the category against the policy set,
+run would: the subject against the customer-id format of the policy folder (``_subject.yaml``;
+digits only without it), the category against the policy set,
 the prefix as a clean relative path. Subjects and prefixes are printed only when asked
 (``--show-subjects``); a refusal names the problem, never the value, and exits 2.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.errors import RetentionError, TerminalError
-from retention.policy import PolicySet, check_against_schema, load_policies
+from retention.policy import PolicySet, check_against_schema, explain_paths, load_policies
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 
@@ -43,6 +44,19 @@ def validate(folder: Path, database_url: str | None) -> PolicySet:
     return policies
 
 
+def _paths(policies: PolicySet, url: str) -> list[str]:
+    """Each join-path hop the policies use, with the constraint that backs it (already checked)."""
+    import sqlalchemy as sa
+
+    from retention.adapters.database import reflect_schema
+
+    engine = sa.create_engine(url)
+    try:
+        return explain_paths(policies, reflect_schema(engine))
+    finally:
+        engine.dispose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retention.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,7 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for p in policies.policies:
         basis = p.legal_basis.national or p.legal_basis.gdpr
-        print(f"ok  {p.id:<26} {p.retention.period:<5} from {p.retention.anchor:<18} {basis[:60]}")
+        ret = p.retention
+        clock = (
+            f"{ret.period:<5} from {ret.anchor:<18}"
+            if ret.has_clock
+            else f"{'-':<5} {'(on request only)':<23}"
+        )
+        print(f"ok  {p.id:<26} {clock} {basis[:60]}")
+    if args.database_url:
+        for line in _paths(policies, args.database_url):
+            print(f"path {line}")
     schema = "checked against the database" if args.database_url else "schema not checked (no --database-url)"
     print(f"{len(policies.policies)} policies valid, set {policies.hash[:16]}; {schema}")
     return 0
@@ -78,11 +101,18 @@ def _hold_commands(sub: Any) -> None:
     add.add_argument("--database-url", required=True, help=url_help)
     add.add_argument("--reason", required=True, help="why (a case number; never contact data)")
     what = add.add_mutually_exclusive_group(required=True)
-    what.add_argument("--subject", help="the internal customer id (digits only, no leading zero)")
+    what.add_argument(
+        "--subject", help="the internal customer id, in the format of the policy folder's _subject.yaml"
+    )
     what.add_argument("--prefix", help="a key/path prefix relative to its bucket or archive root")
     add.add_argument("--category", help="one policy id (default: every category)")
     add.add_argument("--until", help="when the hold ends: ISO 8601 with a time zone (default: never)")
-    add.add_argument("--policies", type=Path, default=DEFAULT_FOLDER, help="policy folder (for --category)")
+    add.add_argument(
+        "--policies",
+        type=Path,
+        default=DEFAULT_FOLDER,
+        help="policy folder (its categories, and its _subject.yaml: the customer-id format)",
+    )
 
     release = commands.add_parser("release", help="end a hold from now on (its row stays)")
     release.add_argument("--database-url", required=True, help=url_help)
@@ -103,6 +133,7 @@ def hold(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from retention.holds import HoldRegistry
+    from retention.subject import DEFAULT_SUBJECT
 
     try:
         engine = sa.create_engine(args.database_url)
@@ -110,9 +141,13 @@ def hold(args: argparse.Namespace) -> int:
         print("invalid: --database-url is not a SQLAlchemy database URL", file=sys.stderr)
         return 2
     try:
-        registry = HoldRegistry(engine)
+        # add and check judge holds by the policy folder: its categories and customer-id format
+        policies = load_policies(args.policies) if args.hold_command in ("add", "check") else None
+        registry = HoldRegistry(
+            engine, subject_format=DEFAULT_SUBJECT if policies is None else policies.subject
+        )
         if args.hold_command == "add":
-            categories = load_policies(args.policies).ids if args.category is not None else None
+            categories = None if policies is None or args.category is None else policies.ids
             until = None if args.until is None else _parse_until(args.until)
             registry.ensure_schema()
             hold_id = registry.add(
@@ -130,7 +165,7 @@ def hold(args: argparse.Namespace) -> int:
         elif args.hold_command == "list":
             _print_holds(registry.list(include_inactive=args.all, include_subjects=args.show_subjects))
         else:
-            n = registry.check_stored(load_policies(args.policies).ids, datetime.now(UTC))
+            n = registry.check_stored(() if policies is None else policies.ids, datetime.now(UTC))
             print(f"{n} legal holds in force, all valid")
     except RetentionError as e:
         print(f"refused: {e}", file=sys.stderr)

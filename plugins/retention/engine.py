@@ -112,17 +112,24 @@ class RunContext:
 def selection_for(policy: Policy, ctx: RunContext) -> RowSelection:
     """The records a run acts on in this category."""
     rec = policy.records
-    cutoff = cutoff_for(policy.retention, ctx.now)
+    clock = policy.retention.has_clock
     base = RowSelection(
-        table=rec.table, key=rec.key, subject_column=rec.subject, anchor=policy.retention.anchor
+        table=rec.table,
+        key=rec.key,
+        subject_column=rec.subject,
+        anchor=policy.retention.anchor or "",
+        anchor_path=policy.anchor_path(),
     )
     if ctx.mode == "due":
-        return dataclasses.replace(base, cutoff=cutoff)
+        if not clock:
+            # Erased on request only: the nightly run selects nothing here (its plan says why).
+            return dataclasses.replace(base, never_due=True)
+        return dataclasses.replace(base, cutoff=cutoff_for(policy.retention, ctx.now))
     if ctx.subject is None:
         raise TerminalError("subject mode needs a subject")
     if policy.erasure_request.action == "erase":
         return dataclasses.replace(base, subject=ctx.subject)
-    return dataclasses.replace(base, subject=ctx.subject, cutoff=cutoff)
+    return dataclasses.replace(base, subject=ctx.subject, cutoff=cutoff_for(policy.retention, ctx.now))
 
 
 def targets_for(
@@ -235,7 +242,9 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
     total = db.total(policy.records.table)
     # Child tables hold rows of these records, not records: -1 says "rows of the records above".
     locations = {
-        location_label(loc): -1 if isinstance(loc, DatabaseLocation) and loc.foreign_key else records
+        location_label(loc): -1
+        if isinstance(loc, DatabaseLocation) and (loc.foreign_key or loc.via)
+        else records
         for loc in policy.locations
     }
     why = cap_exceeded(policy, records, total) if ctx.mode == "due" else None
@@ -250,6 +259,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         approval_reason=why,
         dry_run=ctx.dry_run,
         kept_by_law=kept_by_law(policy, ctx) if ctx.mode == "subject" else None,
+        on_request_only=ctx.mode == "due" and not policy.retention.has_clock,
     )
 
 
@@ -298,6 +308,8 @@ class _Tally:
     remaining: int = 0
     verify_kept: int = 0
     referenced: int = 0
+    shared: int = 0
+    """Rows of join paths kept because records not erased now reach them too."""
 
     def result(self, policy: Policy, store: str, ctx: RunContext, digest: KeyDigest) -> StepResult:
         kept = dict(self.outcome.kept)
@@ -306,6 +318,8 @@ class _Tally:
             kept[Reason.LEGAL_HOLD] = max(kept.get(Reason.LEGAL_HOLD, 0), self.verify_kept)
         if self.referenced:
             kept[Reason.BLOCKED_BY_REFERENCE] = self.referenced
+        if self.shared:
+            kept[Reason.SHARED_WITH_NOT_DUE] = kept.get(Reason.SHARED_WITH_NOT_DUE, 0) + self.shared
         return StepResult(
             run_id=ctx.run_id,
             category=policy.id,
@@ -363,9 +377,26 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
                 continue
             check = adapter.verify(target)
             pending.append(_verify_entry(policy, store, label, action, check, ctx))
+            if check.shared:
+                # Rows of a join path that records not erased now reach too: kept, and said so.
+                pending.append(
+                    LedgerEntry(
+                        run_id=ctx.run_id,
+                        category=policy.id,
+                        store=store,
+                        location=label,
+                        action="keep",
+                        outcome="kept",
+                        count=check.shared,
+                        reason=Reason.SHARED_WITH_NOT_DUE.value,
+                        subject_ref=ctx.subject_ref,
+                        policy_set_hash=ctx.policies.hash,
+                    )
+                )
             tally.remaining += check.remaining
             tally.verify_kept = max(tally.verify_kept, check.kept)
             tally.referenced = max(tally.referenced, check.referenced)
+            tally.shared += check.shared
         pending.extend(_kept_entries(policy, store, ctx, tally.outcome, unsafe, kept_rows))
     except BaseException:
         # The outcomes of what was done must reach the ledger even when the step stops.
@@ -515,7 +546,7 @@ def _verify_entry(
         reason=None,
         until=None,
         policy_set_hash=ctx.policies.hash,
-        detail={"kept": check.kept},
+        detail={"kept": check.kept, "shared": check.shared} if check.shared else {"kept": check.kept},
     )
 
 

@@ -80,10 +80,15 @@ def check_policies(ctx: RunContext) -> None:
 def prepare(ctx: RunContext, holds_check: Callable[[], object] | None = None) -> RunInfo:
     """Check the policies against the live schema and describe the run; touches no data.
 
+    In subject mode the subject must first be exactly an id of the deployment's format
+    (``ctx.policies.subject``, from ``_subject.yaml``): anything else is refused
+    (``TerminalError`` naming the problem, never the value) before any store is touched.
     ``holds_check`` (the legal-hold registry's ``check_stored``, bound to the policy set and
     the run's clock) is called too: a hold in force that no store could match fails the run
     here, before anything is erased.
     """
+    if ctx.mode == "subject":
+        ctx.policies.subject.check(ctx.subject, "customer id")
     check_policies(ctx)
     if holds_check is not None:
         holds_check()
@@ -119,6 +124,8 @@ def plan(ctx: RunContext, category: str) -> CategoryPlan:
         )
     if planned.needs_approval:
         planned = _with_approval_request(planned)
+    if planned.on_request_only:
+        log.info("plan category=%s has no retention clock: erased on request only, none due", category)
     log.info(
         "plan category=%s records=%s held=%s needs_approval=%s",
         category,

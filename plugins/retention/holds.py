@@ -6,8 +6,9 @@ Rows are never deleted: releasing a hold stamps ``released_at``, so the registry
 own history. Every timestamp is timezone-aware UTC.
 
 A hold is checked when it is added, so that it can match what it names: its subject is
-exactly a canonical customer id (``retention.params.canonical_subject``: the form every
-store compares), its category one of the policy set's, its prefix a clean relative path.
+exactly a customer id of the deployment's format (``SubjectFormat.check`` of the policy set's
+``_subject.yaml``, given to the registry: the form every store compares), its category one of
+the policy set's, its prefix a clean relative path.
 A hold that got into the table some other way (by hand, with SQL) is checked again when it
 is read: ``check_stored`` fails a run before anything is erased, and ``current`` raises the
 same ``TerminalError`` (naming the hold's id, never its value) rather than let a store
@@ -19,7 +20,7 @@ from __future__ import annotations
 import builtins
 import functools
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +32,8 @@ from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, aware_utc, check_table_name, create_tables
 from retention.errors import TerminalError, UnsafeTargetError
 from retention.guard import check_text
-from retention.params import canonical_subject
 from retention.paths import check_relative
+from retention.subject import DEFAULT_SUBJECT, SubjectFormat
 
 
 def _holds_table(metadata: sa.MetaData, name: str) -> sa.Table:
@@ -53,11 +54,28 @@ def _holds_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 
 class HoldRegistry:
-    """Legal holds in one table of ``engine``'s database: add, release, and read the holds in force."""
+    """Legal holds in one table of ``engine``'s database: add, release, and read the holds in force.
 
-    def __init__(self, engine: Engine, table_name: str = "retention_legal_holds") -> None:
+    ``subject_format`` is the deployment's customer-id format (the policy set's ``subject``,
+    from ``_subject.yaml``); every subject is checked against it when a hold is added and
+    again when holds are read. The default is the digits-only default format.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        table_name: str = "retention_legal_holds",
+        *,
+        subject_format: SubjectFormat = DEFAULT_SUBJECT,
+    ) -> None:
         self._engine = engine
         self._table = _holds_table(sa.MetaData(), check_table_name(table_name))
+        self._format = subject_format
+        # Cached per registry (its format is part of the answer): the holds are read again before
+        # every erase, and are nearly always the same set.
+        self._all_valid: Callable[[frozenset[object], frozenset[object]], bool] = functools.lru_cache(
+            maxsize=16
+        )(functools.partial(_all_valid, subject_format))
 
     def ensure_schema(self) -> None:
         """Create the holds table if it is missing; idempotent."""
@@ -77,15 +95,15 @@ class HoldRegistry:
     ) -> int:
         """Hold one subject or one prefix (in one category, or in all if None); return the hold's id.
 
-        ``subject`` must be exactly a canonical customer id, ``prefix`` a clean relative path;
-        a ``category`` must be one of ``categories`` (the policy set's ids, required with a
-        category). Anything else is refused (``TerminalError``): such a hold would protect
-        nothing, or protect a record in one store and not in another.
+        ``subject`` must be exactly a customer id of the registry's format, ``prefix`` a clean
+        relative path; a ``category`` must be one of ``categories`` (the policy set's ids,
+        required with a category). Anything else is refused (``TerminalError``): such a hold
+        would protect nothing, or protect a record in one store and not in another.
         """
         created_at = _now(now)
         values = {
             "reason": _reason(reason),
-            "subject": _subject(subject, prefix),
+            "subject": _subject(subject, prefix, self._format),
             "prefix": None if prefix is None else _prefix(prefix),
             "category": _known_category(category, categories),
             "until": _until(until, created_at),
@@ -123,7 +141,7 @@ class HoldRegistry:
         with db_errors("legal holds read"), self._engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         for row in rows:
-            _check_row(row, known)
+            _check_row(row, known, self._format)
         return len(rows)
 
     def current(self, category: str, now: datetime) -> HoldSet:
@@ -157,10 +175,10 @@ class HoldRegistry:
                         subjects.add(subject)
                     else:
                         prefixes.add(prefix)
-            if not _all_valid(frozenset(subjects), frozenset(prefixes)):
+            if not self._all_valid(frozenset(subjects), frozenset(prefixes)):
                 # Rare: read the rows again to name the hold at fault.
                 for row in conn.execute(sa.select(t).where(*in_force).order_by(t.c.id)).mappings():
-                    _check_row(row, None)
+                    _check_row(row, None, self._format)
                 raise TerminalError("a legal hold in force is invalid (python -m retention.cli hold check)")
         return HoldSet(subjects=frozenset(subjects), prefixes=tuple(sorted(prefixes)))
 
@@ -216,12 +234,12 @@ def _reason(reason: str) -> str:
     return stripped
 
 
-def _subject(subject: str | None, prefix: str | None) -> str | None:
+def _subject(subject: str | None, prefix: str | None, subject_format: SubjectFormat) -> str | None:
     if (subject is None) == (prefix is None):
         raise TerminalError("a legal hold covers exactly one of subject or prefix")
-    # Exactly the canonical form: the database would read "042" or "٤٢" as customer 42 while
+    # Exactly the deployment's form: the database would read "042" or "٤٢" as customer 42 while
     # S3 and SFTP compare the text "42", so any other form holds rows but not files.
-    return None if subject is None else canonical_subject(subject, "hold subject")
+    return None if subject is None else subject_format.check(subject, "hold subject")
 
 
 def _prefix(prefix: object) -> str:
@@ -268,14 +286,14 @@ def _check_known(category: object, known: frozenset[str]) -> None:
         )
 
 
-def _check_row(row: RowMapping, known: frozenset[str] | None) -> None:
+def _check_row(row: RowMapping, known: frozenset[str] | None, subject_format: SubjectFormat) -> None:
     """Check one stored hold by ``add``'s rules (its category too if ``known`` is given)."""
     try:
         subject, prefix = row["subject"], row["prefix"]
         if (subject is None) == (prefix is None):
             raise TerminalError("a legal hold covers exactly one of subject or prefix")
         if subject is not None:
-            canonical_subject(subject, "its subject")
+            subject_format.check(subject, "its subject")
         else:
             _prefix(prefix)
         if known is not None:
@@ -289,12 +307,12 @@ def _check_row(row: RowMapping, known: frozenset[str] | None) -> None:
         ) from None
 
 
-@functools.lru_cache(maxsize=16)
-def _all_valid(subjects: frozenset[object], prefixes: frozenset[object]) -> bool:
-    # Cached: the holds are read again before every erase, and are nearly always the same set.
+def _all_valid(
+    subject_format: SubjectFormat, subjects: frozenset[object], prefixes: frozenset[object]
+) -> bool:
     try:
         for subject in subjects:
-            canonical_subject(subject)
+            subject_format.check(subject)
         for prefix in prefixes:
             _prefix(prefix)
     except TerminalError:

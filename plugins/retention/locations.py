@@ -7,6 +7,9 @@ model here, an adapter module, and one registration line there.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,13 +43,69 @@ class FieldRule(Strict):
         return self
 
 
+_HOP = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]{0,62})\.([A-Za-z_][A-Za-z0-9_]{0,62}) *-> *"
+    r"([A-Za-z_][A-Za-z0-9_]{0,62})\.([A-Za-z_][A-Za-z0-9_]{0,62})$"
+)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One step of a join path: from rows of ``source`` to the rows of ``target`` whose
+    ``target_column`` equals their ``source_column``. Written ``source.column -> target.column``
+    in the direction the path walks (from the records towards the location); the foreign-key
+    constraint that makes it a real link may point either way (checked against the schema)."""
+
+    source: str
+    source_column: str
+    target: str
+    target_column: str
+
+    @classmethod
+    def parse(cls, text: str) -> Hop:
+        m = _HOP.match(text.strip()) if isinstance(text, str) else None
+        if m is None:
+            raise ValueError(f"a hop is written 'table.column -> table.column', found {text!r}")
+        return cls(*m.groups())
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.source_column} -> {self.target}.{self.target_column}"
+
+
+def parse_path(hops: Sequence[str], start: str, end: str) -> tuple[Hop, ...]:
+    """The hops of a path from table ``start`` to table ``end``; ValueError naming what is wrong."""
+    parsed = tuple(Hop.parse(h) for h in hops)
+    if not parsed:
+        raise ValueError("a path needs at least one hop")
+    at = start
+    seen = {start}
+    for i, hop in enumerate(parsed):
+        if hop.source != at:
+            raise ValueError(f"hop [{i}] starts at table {hop.source!r}, but the path is at {at!r}")
+        if hop.target in seen:
+            raise ValueError(f"hop [{i}] returns to table {hop.target!r}: a path visits each table once")
+        seen.add(hop.target)
+        at = hop.target
+    if at != end:
+        raise ValueError(f"the path ends at table {at!r}, not at {end!r}")
+    return parsed
+
+
 class DatabaseLocation(Strict):
-    """A table of the business database: the records table itself, or a child referencing it."""
+    """A table of the business database: the records table itself, a child referencing it
+    (``foreign_key``), or a table reached from the records through a path of references (``via``)."""
 
     store: Literal["database"]
     table: Identifier
     foreign_key: Identifier | None = None
-    """For a child table: its column referencing the records table's key."""
+    """For a child table: its column referencing the records table's key (a one-hop ``via``)."""
+    via: list[str] | None = None
+    """The join path from the records table to ``table``: hops ``table.column -> table.column``,
+    each a real foreign key (either direction); tables in between are only read."""
+    shared: Literal["keep", "erase", "anonymise"] = "keep"
+    """Rows also reached from records that are not erased now (another customer's, or not due):
+    ``keep`` them (default), ``erase`` them too (action anonymise only), or ``anonymise`` them
+    (with ``fields``) while the others get the action."""
     action: Literal["delete", "anonymise"]
     fields: dict[Identifier, FieldRule] = Field(default_factory=dict)
 
@@ -54,9 +113,32 @@ class DatabaseLocation(Strict):
     def _fields(self) -> DatabaseLocation:
         if self.action == "anonymise" and not self.fields:
             raise ValueError("anonymise needs 'fields': which columns to anonymise and how")
-        if self.action == "delete" and self.fields:
-            raise ValueError("'fields' only goes with action anonymise")
+        if self.action == "delete" and self.fields and self.shared != "anonymise":
+            raise ValueError("'fields' only goes with action anonymise (or shared: anonymise)")
+        if self.action == "delete" and self.shared == "anonymise" and not self.fields:
+            raise ValueError("shared: anonymise needs 'fields': which columns to anonymise and how")
+        if self.action == "delete" and self.shared == "erase":
+            raise ValueError(
+                "shared: erase cannot go with action delete: a row other records still reference "
+                "cannot be deleted; use shared: anonymise (with fields) or keep"
+            )
+        if self.via is not None and self.foreign_key is not None:
+            raise ValueError("give either 'foreign_key' (a child table) or 'via' (a path), not both")
+        if self.via is not None:
+            for i, hop in enumerate(self.via):
+                try:
+                    Hop.parse(hop)
+                except ValueError as e:
+                    raise ValueError(f"via[{i}]: {e}") from None
         return self
+
+    def hops(self, records_table: str, records_key: str) -> tuple[Hop, ...]:
+        """The path from the records table: ``via``, or the one hop ``foreign_key`` stands for."""
+        if self.via is not None:
+            return parse_path(self.via, records_table, self.table)
+        if self.foreign_key is not None:
+            return (Hop(records_table, records_key, self.table, self.foreign_key),)
+        return ()
 
     @property
     def template(self) -> None:

@@ -28,10 +28,12 @@ from retention.locations import (
     AnyLocation,
     DatabaseLocation,
     FileLocation,
+    Hop,
     Identifier,
     Location,
     S3Location,
     Strict,
+    parse_path,
 )
 from retention.paths import placeholders
 from retention.schema import ColumnInfo as ColumnInfo  # re-exported: callers built schemas from here
@@ -76,23 +78,56 @@ class LegalBasis(Strict):
 
 
 class Retention(Strict):
-    period: str
-    """ISO-8601 date duration (``P5Y``)."""
-    counts_from: Literal["event", "end_of_financial_year"]
+    period: str | None = None
+    """ISO-8601 date duration (``P5Y``); none for ``on_request_only``."""
+    counts_from: Literal["event", "end_of_financial_year", "on_request_only"]
+    """``on_request_only``: the category has no retention clock; the nightly run skips it and
+    only a customer's request erases it."""
     event: str = Field(min_length=3)
     """Human description of the event the period counts from."""
-    anchor: Identifier
-    """The column of the records table holding the event's date or timestamp."""
+    anchor: Identifier | None = None
+    """The column holding the event's date or timestamp: of the records table, or of the table
+    ``anchor_via`` reaches (a parent's date for a table without one)."""
+    anchor_via: list[str] | None = None
+    """The join path from the records table to the table holding ``anchor`` (hops
+    ``table.column -> table.column``, each a real foreign key)."""
     financial_year_start: str = Field(default="01-01", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 
     @field_validator("period")
     @classmethod
-    def _period(cls, v: str) -> str:
-        Period.parse(v)
+    def _period(cls, v: str | None) -> str | None:
+        if v is not None:
+            Period.parse(v)
         return v
+
+    @model_validator(mode="after")
+    def _clock(self) -> Retention:
+        if self.counts_from == "on_request_only":
+            for name in ("period", "anchor", "anchor_via"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: does not go with counts_from on_request_only (no clock)")
+            return self
+        if self.period is None:
+            raise ValueError(f"period: required for counts_from {self.counts_from}")
+        if self.anchor is None:
+            raise ValueError(f"anchor: required for counts_from {self.counts_from}")
+        if self.anchor_via is not None:
+            for i, hop in enumerate(self.anchor_via):
+                try:
+                    Hop.parse(hop)
+                except ValueError as e:
+                    raise ValueError(f"anchor_via[{i}]: {e}") from None
+        return self
+
+    @property
+    def has_clock(self) -> bool:
+        """False for a category that only a customer's request erases."""
+        return self.counts_from != "on_request_only"
 
     @property
     def parsed_period(self) -> Period:
+        if self.period is None:
+            raise PolicyError("<policy>", "retention.period", "the category has no retention clock")
         return Period.parse(self.period)
 
     @property
@@ -150,22 +185,35 @@ class Policy(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
         db = [loc for loc in self.locations if isinstance(loc, DatabaseLocation)]
-        if not any(loc.table == self.records.table and loc.foreign_key is None for loc in db):
-            raise ValueError(
-                f"locations must include the records table {self.records.table!r} itself (store: database)"
-            )
+        rec = self.records.table
+        if not any(loc.table == rec and loc.foreign_key is None and loc.via is None for loc in db):
+            raise ValueError(f"locations must include the records table {rec!r} itself (store: database)")
         seen: set[str] = set()
-        for loc in db:
-            if loc.table in seen:
-                raise ValueError(f"table {loc.table!r} appears in two database locations")
-            seen.add(loc.table)
-            if loc.table == self.records.table and loc.foreign_key is not None:
-                raise ValueError("the records table takes no foreign_key")
-            if loc.table != self.records.table and loc.foreign_key is None:
-                raise ValueError(f"child table {loc.table!r} needs 'foreign_key'")
+        for i, loc in enumerate(self.locations):
+            if isinstance(loc, DatabaseLocation):
+                if loc.table in seen:
+                    raise ValueError(f"table {loc.table!r} appears in two database locations")
+                seen.add(loc.table)
+                _check_database_location(loc, i, rec)
+        if self.retention.anchor_via is not None:
+            try:
+                parse_path(self.retention.anchor_via, rec, _last_table(self.retention.anchor_via))
+            except ValueError as e:
+                raise ValueError(f"retention.anchor_via: {e}") from None
+        if not self.retention.has_clock and self.erasure_request.action != "erase":
+            raise ValueError("a category without a retention clock is erased on request only (action erase)")
         if self.id in self.after:
             raise ValueError("a category cannot run after itself")
         return self
+
+    def anchor_path(self) -> tuple[Hop, ...]:
+        """The hops from the records table to the table holding the anchor (none: the records table)."""
+        via = self.retention.anchor_via
+        return () if via is None else parse_path(via, self.records.table, _last_table(via))
+
+    def anchor_table(self) -> str:
+        path = self.anchor_path()
+        return path[-1].target if path else self.records.table
 
     def template_columns(self) -> set[str]:
         cols: set[str] = set()
@@ -181,11 +229,41 @@ class Policy(Strict):
         return [loc for loc in self.locations if isinstance(loc, DatabaseLocation)]
 
     def locations_in(self, store: str) -> list[AnyLocation]:
-        return [loc for loc in self.locations if loc.store == store]
+        """The category's locations in ``store``, in file order except that the records table comes
+        last: children and path tables are found through the records, so they go first."""
+        found = [loc for loc in self.locations if loc.store == store]
+        return sorted(
+            found, key=lambda loc: isinstance(loc, DatabaseLocation) and loc.table == self.records.table
+        )
 
     def stores(self) -> list[str]:
         """The stores this category touches, file stores first (the database row is their index)."""
         return stores.ordered({loc.store for loc in self.locations})
+
+
+def _check_database_location(loc: DatabaseLocation, i: int, records_table: str) -> None:
+    """The records table itself, a child (``foreign_key``) or a path (``via``) from the records table."""
+    if loc.table == records_table:
+        if loc.foreign_key is not None or loc.via is not None:
+            raise ValueError("the records table takes no foreign_key or via")
+        if loc.shared != "keep":
+            raise ValueError(f"locations[{i}].shared: the records table's rows are not shared")
+        return
+    if loc.foreign_key is None and loc.via is None:
+        raise ValueError(f"table {loc.table!r} needs 'foreign_key' (a child) or 'via' (a path)")
+    if loc.via is not None:
+        try:
+            parse_path(loc.via, records_table, loc.table)
+        except ValueError as e:
+            raise ValueError(f"locations[{i}].via: {e}") from None
+
+
+def _last_table(hops: Sequence[str]) -> str:
+    """The table a written path ends at (its last hop's target); '' if it cannot be read."""
+    try:
+        return Hop.parse(hops[-1]).target if hops else ""
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -255,6 +333,9 @@ def _loc_to_field(loc: Sequence[int | str], data: Any) -> str:
     return "".join(parts) or "<document>"
 
 
+_FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.+)$", re.S)
+
+
 def _parse_yaml(text: str, file: str) -> Any:
     """The YAML document (duplicate keys refused); PolicyError naming ``file`` and the line."""
     try:
@@ -276,6 +357,11 @@ def parse_policy(text: str, file: str) -> Policy:
         err = e.errors()[0]
         field = _loc_to_field(err["loc"], data)
         msg = err["msg"].removeprefix("Value error, ")
+        # A model validator that checks one field names it first: "anchor_via[0]: ...".
+        named = _FIELD_PREFIX.match(msg)
+        if named:
+            field = named[1] if field == "<document>" else f"{field}.{named[1]}"
+            msg = named[2]
         more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
         raise PolicyError(file, field, msg + more) from None
     stem = Path(file).stem
@@ -379,35 +465,33 @@ def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:
     rec = policy.records
     _need_table(schema, rec.table, file, "records.table")
     cols = schema.columns(rec.table)
-    for field, col in (
-        ("records.key", rec.key),
-        ("records.subject", rec.subject),
-        ("retention.anchor", policy.retention.anchor),
-    ):
+    for field, col in (("records.key", rec.key), ("records.subject", rec.subject)):
         _need_column(cols, rec.table, col, file, field)
     problem = schema.key_problem(rec.table, rec.key)
     if problem:
         raise PolicyError(
             file, "records.key", f"column {rec.table}.{rec.key} is not a unique, not-null key: {problem}"
         )
-    if not _is_temporal(cols[policy.retention.anchor].type):
-        raise PolicyError(
-            file,
-            "retention.anchor",
-            f"column {rec.table}.{policy.retention.anchor} is not a date or timestamp",
-        )
+    anchor = policy.retention.anchor
+    if anchor is None:
+        return
+    check_path(policy.anchor_path(), schema, file, "retention.anchor_via")
+    table = policy.anchor_table()
+    _need_column(schema.columns(table), table, anchor, file, "retention.anchor")
+    if not _is_temporal(schema.columns(table)[anchor].type):
+        raise PolicyError(file, "retention.anchor", f"column {table}.{anchor} is not a date or timestamp")
 
 
 def _check_table_location(
     policy: Policy, loc: DatabaseLocation, schema: SchemaInfo, file: str, where: str
 ) -> None:
-    """A database location: its table, its foreign key (a real constraint) and its fields."""
+    """A database location: its table, its path (each hop a real constraint) and its fields."""
     _need_table(schema, loc.table, file, f"{where}.table")
     cols = schema.columns(loc.table)
+    rec = policy.records
     if loc.foreign_key:
         field = f"{where}.foreign_key"
         _need_column(cols, loc.table, loc.foreign_key, file, field)
-        rec = policy.records
         if schema.foreign_key(loc.table, loc.foreign_key, rec.table, rec.key) is None:
             others = schema.references_from(loc.table, loc.foreign_key)
             found = f"; it has {', '.join(fk.describe(loc.table) for fk in others)}" if others else ""
@@ -417,11 +501,77 @@ def _check_table_location(
                 f"no foreign key constraint {loc.table}.{loc.foreign_key} -> {rec.table}.{rec.key} "
                 f"in the database{found}",
             )
+    if loc.via is not None:
+        links = check_path(loc.hops(rec.table, rec.key), schema, file, f"{where}.via")
+        if loc.action == "delete" and links[-1].direction == "parent":
+            raise PolicyError(
+                file,
+                f"{where}.action",
+                f"rows of {loc.table} are referenced by the path's {links[-1].hop.source} rows "
+                f"({links[-1].constraint}): they cannot be deleted while those rows stay; use anonymise",
+            )
     for name, rule in loc.fields.items():
         field = f"{where}.fields.{name}"
         _need_column(cols, loc.table, name, file, field)
         if rule.strategy == "null" and not cols[name].nullable:
             raise PolicyError(file, field, f"column {loc.table}.{name} is NOT NULL: use redact or fixed")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One hop of a path as the live schema backs it: the constraint and which way it points."""
+
+    hop: Hop
+    constraint: str
+    """The foreign key, as ``child.col -> parent.col``."""
+    direction: Literal["child", "parent"]
+    """``child``: the hop's target rows reference its source rows (a parent -> child step);
+    ``parent``: the source rows reference the target rows (a child -> parent step)."""
+
+    def describe(self) -> str:
+        return f"{self.hop} (to the {self.direction} rows, by constraint {self.constraint})"
+
+
+def check_path(hops: Sequence[Hop], schema: SchemaInfo, file: str, field: str) -> list[Link]:
+    """Each hop's tables and columns exist and a real single-column foreign key links them."""
+    links: list[Link] = []
+    for i, hop in enumerate(hops):
+        where = f"{field}[{i}]"
+        for table, column in ((hop.source, hop.source_column), (hop.target, hop.target_column)):
+            _need_table(schema, table, file, where)
+            _need_column(schema.columns(table), table, column, file, where)
+        down = schema.foreign_key(hop.target, hop.target_column, hop.source, hop.source_column)
+        up = schema.foreign_key(hop.source, hop.source_column, hop.target, hop.target_column)
+        if down is not None:
+            links.append(Link(hop, down.describe(hop.target), "child"))
+        elif up is not None:
+            links.append(Link(hop, up.describe(hop.source), "parent"))
+        else:
+            raise PolicyError(
+                file,
+                where,
+                f"no foreign key constraint links {hop.source}.{hop.source_column} and "
+                f"{hop.target}.{hop.target_column} (in either direction) in the database",
+            )
+    return links
+
+
+def explain_paths(policy_set: PolicySet, schema: SchemaInfo) -> list[str]:
+    """One line per resolved path hop (``make validate``): which constraint backs it."""
+    lines: list[str] = []
+    for policy in policy_set.policies:
+        file = policy_set.sources[policy.id]
+        rec = policy.records
+        paths: list[tuple[str, Sequence[Hop]]] = []
+        for i, loc in enumerate(policy.locations):
+            if isinstance(loc, DatabaseLocation) and loc.table != rec.table:
+                paths.append((f"locations[{i}]", loc.hops(rec.table, rec.key)))
+        if policy.retention.anchor_via is not None:
+            paths.append(("retention.anchor_via", policy.anchor_path()))
+        for where, hops in paths:
+            for link in check_path(hops, schema, file, where):
+                lines.append(f"{policy.id} {where}: {link.describe()}")
+    return lines
 
 
 def _check_cascades(table: str, schema: SchemaInfo, named: set[str], file: str, field: str) -> None:

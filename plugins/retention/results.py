@@ -202,6 +202,8 @@ class CategoryPlan:
     kept_by_law: KeptByLaw | None = None
     approval: ApprovalRequest | None = None
     """Set when ``needs_approval``: the form's subject and body."""
+    on_request_only: bool = False
+    """A nightly plan of a category without a retention clock: nothing is due by age."""
 
 
 @dataclass(frozen=True)

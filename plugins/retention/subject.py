@@ -20,7 +20,7 @@ at most 12 digits. Example::
 request, a legal hold): it full-matches the pattern and never normalises, because every store
 compares subjects as this exact text. Its errors say what is wrong, never the value.
 
-Before the deployment's pattern is applied, a value must pass ``SAFE_SUBJECT``: a strict,
+Before the deployment's pattern is applied, a value must pass ``SAFE_SUBJECT_SCHEMA``: a strict,
 generic alphabet (ASCII letters, digits, ``.``, ``_``, ``-``; 1-64 characters, starting with a
 letter or digit) that the trigger form and the REST API enforce before a run exists, so that a
 value which can never be an id (an e-mail, a name, a path) is refused without being stored.
@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from retention.errors import PolicyError, TerminalError
 from retention.locations import Identifier, Strict
@@ -42,6 +42,7 @@ SAFE_SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?!\n)$"
 """The generic alphabet of any subject id, as a JSON-schema pattern (``(?!\\n)`` closes ``$``'s gap)."""
 SAFE_SUBJECT_MAX = 64
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SAFE_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 
 SAFE_SUBJECT_SCHEMA: dict[str, Any] = {
     "type": "string",
@@ -50,6 +51,26 @@ SAFE_SUBJECT_SCHEMA: dict[str, Any] = {
     "maxLength": SAFE_SUBJECT_MAX,
 }
 """What Airflow's Params (trigger form and REST API) accept as a customer id in any deployment."""
+
+
+def _alphabet_problem(value: str) -> str | None:
+    """What puts ``value`` outside the generic id alphabet (length aside), or None."""
+    if not value:
+        return "it is empty"
+    if value != value.strip():
+        return "it has surrounding whitespace"
+    if not value.isascii():
+        if all(c.isdigit() for c in value):
+            return "it uses digits other than 0-9 (another script, full-width or superscript digits)"
+        return "it contains characters outside ASCII"
+    if not value[0].isalnum():
+        return "it starts with a character other than a letter or digit"
+    if not _SAFE_CHARS.fullmatch(value):
+        return "it contains a character other than ASCII letters, digits, '.', '_' and '-'"
+    return None
+
+
+_INLINE_FLAG = re.compile(r"\(\?[aiLmsux-]+[:)]")
 
 
 def _compiled(pattern: str) -> re.Pattern[str]:
@@ -73,8 +94,8 @@ class IdentityType(Strict):
     format: str | None = None
     """A full-match regex the value must satisfy after normalising (None: any non-empty text)."""
     normalise: Literal["none", "strip", "casefold", "digits"] = "none"
-    """``strip``: surrounding whitespace; ``casefold``: stripped and case-folded (compared with
-    the column case-folded too); ``digits``: only the ASCII digits kept (phone numbers)."""
+    """``strip``: surrounding whitespace; ``casefold``: stripped and lower-cased (compared with
+    the column's SQL ``lower()``); ``digits``: only the ASCII digits kept (phone numbers)."""
     max_length: int = Field(default=320, ge=1, le=1000)
 
     @field_validator("format")
@@ -87,13 +108,14 @@ class IdentityType(Strict):
         if self.normalise == "strip":
             return value.strip()
         if self.normalise == "casefold":
-            return value.strip().casefold()
+            # lower(), not casefold(): the database compares with SQL's lower() ("ß" stays "ß").
+            return value.strip().lower()
         if self.normalise == "digits":
             return "".join(c for c in value if c in "0123456789")
         return value
 
     def check(self, value: object) -> str:
-        """The normalised value if it is acceptable for this identity; TerminalError (without it) otherwise."""
+        """The normalised value if acceptable for this identity; else TerminalError (never with the value)."""
         if not isinstance(value, str) or not value:
             raise TerminalError(f"{self.name}: a non-empty text value is required")
         if len(value) > self.max_length:
@@ -124,23 +146,35 @@ class SubjectFormat(Strict):
         compiled = _compiled(v)
         if compiled.fullmatch(""):
             raise ValueError("the pattern must not match the empty string")
+        if compiled.flags & (re.IGNORECASE | re.VERBOSE) or _INLINE_FLAG.search(v):
+            # Two spellings of one id would pass, and the stores compare ids as exact text.
+            raise ValueError("the pattern must not use inline flags such as (?i)")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SubjectFormat:
-        if not re.fullmatch(self.pattern, self.example):
+    @field_validator("example")
+    @classmethod
+    def _example(cls, v: str, info: ValidationInfo) -> str:
+        # A field validator (not a model validator) so that the error names the field. The
+        # fields before it are in ``info.data`` only if they were valid.
+        pattern, max_length = info.data.get("pattern"), info.data.get("max_length")
+        if pattern is not None and not re.fullmatch(pattern, v):
             raise ValueError("example does not match pattern")
-        if len(self.example) > self.max_length:
+        if max_length is not None and len(v) > max_length:
             raise ValueError("example is longer than max_length")
-        if not _SAFE.fullmatch(self.example):
+        if not _SAFE.fullmatch(v):
             raise ValueError(
                 "example uses characters outside the generic id alphabet "
                 "(ASCII letters, digits, '.', '_', '-'; at most 64, starting with a letter or digit)"
             )
-        names = [i.name for i in self.identities]
+        return v
+
+    @field_validator("identities")
+    @classmethod
+    def _identities(cls, v: list[IdentityType]) -> list[IdentityType]:
+        names = [i.name for i in v]
         if len(names) != len(set(names)):
-            raise ValueError("identities: two identity types have the same name")
-        return self
+            raise ValueError("two identity types have the same name")
+        return v
 
     def check(self, value: object, what: str = "customer id") -> str:
         """``value`` if it is exactly an id of this format; TerminalError naming ``what`` otherwise.
@@ -163,20 +197,19 @@ class SubjectFormat(Strict):
             return "it is missing"
         if not isinstance(value, str):
             return f"it is {type(value).__name__}, not text"
-        if not value:
-            return "it is empty"
-        if value != value.strip():
-            return "it has surrounding whitespace"
+        outside = _alphabet_problem(value)
+        if outside is not None:
+            return outside
         if len(value) > self.max_length:
             return f"it is longer than {self.max_length} characters"
-        if not value.isascii():
-            if all(c.isdigit() for c in value):
-                return "it uses digits other than 0-9 (another script, full-width or superscript digits)"
-            return "it contains characters outside ASCII"
-        if not _SAFE.fullmatch(value):
-            return "it contains a character outside letters, digits, '.', '_' and '-'"
-        if all(c.isdigit() for c in value) and value.startswith("0") and re.fullmatch(self.pattern, value[1:]):
-            return "it has a leading zero"
+        if value.isdigit() and value.startswith("0"):
+            unpadded = value.lstrip("0")
+            if not unpadded:
+                return "it is zero"
+            if re.fullmatch(self.pattern, unpadded):
+                return "it has a leading zero"
+        if any(re.fullmatch(self.pattern, v) for v in (value.upper(), value.lower()) if v != value):
+            return "it has letters in the wrong case"
         return f"it does not match the format (e.g. {self.example})"
 
     def identity(self, name: str) -> IdentityType:

@@ -36,6 +36,8 @@ from retention.results import Mode, RunInfo
 if TYPE_CHECKING:
     from retention.adapters.base import StoreAdapter
     from retention.engine import RunContext
+    from retention.policy import PolicySet
+    from retention.subject import SubjectFormat
 
 BUSINESS_DB = "business_db"
 LEDGER_DB = "retention_ledger"
@@ -127,8 +129,16 @@ def ledger_engine() -> Any:
     return sql_engine(LEDGER_DB if _connection_exists(LEDGER_DB) else BUSINESS_DB)
 
 
-def check_holds(categories: Collection[str], now: datetime) -> int:
-    """Check the legal holds in force at ``now`` against ``categories``; return how many there are.
+def policy_set() -> PolicySet:
+    """The deployment's policy set (``policy_dir`` of ``retention_settings``) with its customer-id format."""
+    from retention.policy import load_policies
+
+    return load_policies(settings().policy_dir)
+
+
+def check_holds(categories: Collection[str], now: datetime, subject_format: SubjectFormat) -> int:
+    """Check the legal holds in force at ``now`` against ``categories`` and the deployment's
+    customer-id format; return how many there are.
 
     ``TerminalError`` names the first hold no store could match (``HoldRegistry.check_stored``).
     """
@@ -136,7 +146,7 @@ def check_holds(categories: Collection[str], now: datetime) -> int:
 
     engine = ledger_engine()
     try:
-        return HoldRegistry(engine).check_stored(categories, now)
+        return HoldRegistry(engine, subject_format=subject_format).check_stored(categories, now)
     finally:
         engine.dispose()
 
@@ -225,12 +235,13 @@ def open_context(
     from retention.policy import load_policies
 
     cfg = settings()
+    policies = load_policies(cfg.policy_dir)
     with ExitStack() as stack:
         business = business_engine()
         stack.callback(business.dispose)
         ledger_db = ledger_engine()
         stack.callback(ledger_db.dispose)
-        registry = HoldRegistry(ledger_db)
+        registry = HoldRegistry(ledger_db, subject_format=policies.subject)
         ledger = Ledger(ledger_db)
         keeps = KeptRecords(ledger_db)
         if run is None:
@@ -240,7 +251,7 @@ def open_context(
         ctx = RunContext(
             run_id=run_id,
             now=now,
-            policies=load_policies(cfg.policy_dir),
+            policies=policies,
             database=DatabaseAdapter(business),
             pseudonym_key=pseudonym_key(),
             ledger=ledger,

@@ -188,17 +188,21 @@ def prepare_run(mode: str) -> list[str]:
 
     ctx = get_current_context()
     params = ctx["params"]
+    subject = None
     if mode == "subject":
-        check_erasure_params(params)
+        # The trigger form only knew the generic id alphabet: the deployment's format is checked here.
+        check_erasure_params(params, clients.policy_set().subject)
+        subject = params["customer_id"]
     now = parse_as_of(params.get("as_of"), ctx["dag_run"].run_after)
     with clients.open_context(
         run_id=ctx["run_id"],
         mode="subject" if mode == "subject" else "due",
         now=now,
         dry_run=bool(params.get("dry_run")),
+        subject=subject,
     ) as rctx:
-        categories = tuple(rctx.policies.ids)
-        run = flow.prepare(rctx, holds_check=lambda: clients.check_holds(categories, now))
+        categories, subject_format = tuple(rctx.policies.ids), rctx.policies.subject
+        run = flow.prepare(rctx, holds_check=lambda: clients.check_holds(categories, now, subject_format))
     ctx["ti"].xcom_push(key="run", value=to_json(run))
     log.info(
         "SUMMARY run=%s mode=%s now=%s dry_run=%s categories=%d policy_set=%s",
@@ -348,7 +352,7 @@ def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
     from retention_airflow import clients
 
     params = get_current_context()["params"]
-    check_erasure_params(params)
+    check_erasure_params(params, clients.policy_set().subject)
     info = _run(run)
     database = _database_pass()
     cfg = clients.settings()

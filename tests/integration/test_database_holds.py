@@ -355,6 +355,7 @@ def test_the_airflow_task_checks_the_registry_of_the_ledger_connection(
 
     from retention.errors import TerminalError
     from retention.holds import HoldRegistry
+    from retention.subject import DEFAULT_SUBJECT
     from retention_airflow import clients
 
     url = empty_db.url
@@ -367,7 +368,7 @@ def test_the_airflow_task_checks_the_registry_of_the_ledger_connection(
     registry = HoldRegistry(empty_db)
     registry.ensure_schema()
     registry.add(reason="Retssag A", prefix="documents/17/", now=NOW - timedelta(days=1))
-    assert clients.check_holds(["documents"], NOW) == 1
+    assert clients.check_holds(["documents"], NOW, DEFAULT_SUBJECT) == 1
     bad = _insert_hold(empty_db, subject="0042")
     with pytest.raises(TerminalError, match=f"legal hold {bad} is invalid: its subject .* leading zero"):
-        clients.check_holds(["documents"], NOW)
+        clients.check_holds(["documents"], NOW, DEFAULT_SUBJECT)

@@ -65,7 +65,7 @@ def test_add_list_release_and_check(url: str, capsys: pytest.CaptureFixture[str]
         (["--subject", "042"], "leading zero"),
         (["--subject", "٤٢"], "digits other than 0-9"),
         (["--subject", "42 "], "whitespace"),
-        (["--subject", "kunde@example.dk"], "character other than the digits"),
+        (["--subject", "kunde@example.dk"], "character other than ASCII letters, digits"),
         (["--subject", "4711", "--category", "invoice"], "not one of the policy set's categories"),
         (["--prefix", "/srv/archive/"], "absolute"),
         (["--prefix", " documents/"], "whitespace"),
@@ -128,3 +128,29 @@ def test_release_of_an_unknown_hold_and_a_bad_url_exit_2(
     assert hold("nonsense://user:secret@host/db", "list") == 2
     err = capsys.readouterr().err
     assert "not a SQLAlchemy database URL" in err and "secret" not in err
+
+
+K_POLICIES = Path(__file__).resolve().parents[1] / "fixtures" / "k_deployment" / "policies"
+
+
+def test_add_and_check_use_the_customer_id_format_of_the_policy_folder(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k = ["--policies", str(K_POLICIES)]
+    assert hold(url, "add", "--reason", "Retssag", "--subject", "K-00042", "--category", "orders", *k) == 0
+    assert capsys.readouterr().out == "added legal hold 1\n"
+    # The same id under the default policies (digits only) is refused, and a digits id under K's.
+    assert hold(url, "add", "--reason", "Retssag", "--subject", "K-00042") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refused: hold subject must be the internal customer id") and "K-00042" not in err
+    assert hold(url, "add", "--reason", "Retssag", "--subject", "4711", *k) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refused: hold subject must be the customer number, K- and five digits: it ")
+    assert "4711" not in err
+
+    assert hold(url, "check", *k) == 0
+    assert capsys.readouterr().out == "1 legal holds in force, all valid\n"
+    # Checked against the default policies, the K hold names no customer id those stores could match.
+    assert hold(url, "check") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refused: legal hold 1 is invalid: its subject") and "K-00042" not in err

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from retention.adapters.base import HoldSet
 from retention.errors import TerminalError, UnsafeTargetError
 from retention.holds import HoldRegistry
-from retention.params import canonical_subject
+from retention.subject import DEFAULT_SUBJECT, SubjectFormat
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -195,6 +195,7 @@ def test_the_database_itself_refuses_a_row_with_both_subject_and_prefix(
 
 
 # -- issue #10.3: one canonical form for subjects, known categories, clean prefixes ----------------
+# (#11: the form is the deployment's SubjectFormat; these are the default format's refusals)
 
 NOT_CANONICAL = [
     ("042", "leading zero"),  # int() reads it as 42: the database held customer 42, S3 and SFTP did not
@@ -206,35 +207,37 @@ NOT_CANONICAL = [
     ("42 ", "whitespace"),
     ("42\n", "whitespace"),
     ("", "empty"),
-    ("4.2", "character other than"),
-    ("-42", "character other than"),
-    ("+42", "character other than"),
-    ("42a", "character other than"),
-    ("kunde@example.dk", "character other than"),
-    ("1234567890123", "more than 12 digits"),
+    ("4.2", "does not match the format"),
+    ("-42", "starts with a character other than a letter or digit"),
+    ("+42", "starts with a character other than a letter or digit"),
+    ("42a", "does not match the format"),
+    ("kunde@example.dk", "character other than ASCII letters, digits"),
+    ("1234567890123", "longer than 12 characters"),
+    ("0042", "leading zero"),
+    ("00", "zero"),
 ]
 
 
 @pytest.mark.parametrize(("value", "problem"), NOT_CANONICAL, ids=[repr(v) for v, _ in NOT_CANONICAL])
-def test_canonical_subject_refuses_every_other_form_naming_the_problem_not_the_value(
+def test_the_default_format_refuses_every_other_form_naming_the_problem_not_the_value(
     value: str, problem: str
 ) -> None:
     with pytest.raises(TerminalError, match=problem) as refused:
-        canonical_subject(value, "hold subject")
+        DEFAULT_SUBJECT.check(value, "hold subject")
     message = str(refused.value)
     assert message.startswith("hold subject must be the internal customer id")
     assert len(value.strip()) < 2 or value.strip() not in message
 
 
 @pytest.mark.parametrize(("value", "problem"), [(None, "missing"), (42, "int, not text"), (b"42", "bytes")])
-def test_canonical_subject_refuses_what_is_not_text(value: object, problem: str) -> None:
+def test_the_default_format_refuses_what_is_not_text(value: object, problem: str) -> None:
     with pytest.raises(TerminalError, match=problem):
-        canonical_subject(value)
+        DEFAULT_SUBJECT.check(value)
 
 
 @pytest.mark.parametrize("value", ["1", "42", "4711", "999999999999"])
-def test_canonical_subject_returns_a_canonical_id_unchanged(value: str) -> None:
-    assert canonical_subject(value) is value
+def test_the_default_format_returns_a_canonical_id_unchanged(value: str) -> None:
+    assert DEFAULT_SUBJECT.check(value) is value
 
 
 @pytest.mark.parametrize(("subject", "problem"), NOT_CANONICAL, ids=[repr(v) for v, _ in NOT_CANONICAL])
@@ -381,3 +384,49 @@ def test_current_raises_for_a_bad_prefix_of_its_category_and_not_for_another(
         holds.check_stored(CATEGORIES, NOW)
     holds.release(bad, now=NOW)
     assert holds.current("invoices", NOW + DAY) == HoldSet()
+
+
+# -- #11: a deployment's own customer-id format ------------------------------------------------------
+
+K_POLICIES = Path(__file__).resolve().parents[1] / "fixtures" / "k_deployment" / "policies"
+
+
+@pytest.fixture
+def k_format() -> SubjectFormat:
+    from retention.policy import load_policies
+
+    return load_policies(K_POLICIES).subject
+
+
+def test_a_registry_checks_subjects_against_the_deployment_s_format(
+    engine: Engine, k_format: SubjectFormat
+) -> None:
+    registry = HoldRegistry(engine, subject_format=k_format)
+    registry.ensure_schema()
+    registry.add(reason="Retssag BS-1234/2026", subject="K-00042", now=NOW)
+    assert registry.current("orders", NOW).subjects == {"K-00042"}
+    assert registry.check_stored(["orders", "customers"], NOW) == 1
+    for subject, problem in [("42", "does not match the format"), ("k-00042", "wrong case")]:
+        with pytest.raises(TerminalError, match=f"^hold subject must be the customer number.*{problem}"):
+            registry.add(reason="Retssag BS-1234/2026", subject=subject, now=NOW)
+    assert [h["subject"] for h in registry.list(include_subjects=True)] == ["K-00042"]
+
+
+def test_a_hold_of_one_format_is_invalid_under_another_and_named_by_id(
+    engine: Engine, k_format: SubjectFormat
+) -> None:
+    k_registry = HoldRegistry(engine, subject_format=k_format)
+    k_registry.ensure_schema()
+    digits = _insert(engine, subject="42")
+    with pytest.raises(
+        TerminalError, match=f"^legal hold {digits} is invalid: its subject must be the customer"
+    ):
+        k_registry.check_stored(["orders"], NOW)
+    with pytest.raises(TerminalError, match=f"^legal hold {digits} is invalid"):
+        k_registry.current("orders", NOW)
+    k_registry.release(digits, now=NOW)
+    k_registry.add(reason="Retssag BS-1234/2026", subject="K-00042", now=NOW)
+    assert k_registry.current("orders", NOW + DAY).subjects == {"K-00042"}
+    # The same table read with the default format: the K hold is one no store of that deployment could match.
+    with pytest.raises(TerminalError, match="is invalid: its subject must be the internal customer id"):
+        HoldRegistry(engine).current("orders", NOW + DAY)

@@ -122,6 +122,8 @@ class VerifyOutcome:
     kept: int = 0
     referenced: int = 0
     """Rows kept because rows outside their category still reference them (database only)."""
+    shared: int = 0
+    """Rows of a join path kept because records not erased now reach them too (database only)."""
 
 
 TargetT = TypeVar("TargetT", contravariant=True)

@@ -29,7 +29,7 @@ from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Re
 from retention.clock import Cutoff
 from retention.dberrors import db_errors
 from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
-from retention.locations import DatabaseLocation, FieldRule
+from retention.locations import DatabaseLocation, FieldRule, Hop
 from retention.paths import is_prefix, naming_prefixes, parses, placeholders, render
 from retention.pseudonym import pseudonymise
 from retention.results import Reason
@@ -59,6 +59,10 @@ class RowSelection:
     """Select the rows that are *not* due under ``cutoff`` (used to report what is kept)."""
     excluded: frozenset[str] = frozenset()
     """Record keys left out: rows kept as the index of files this run kept."""
+    anchor_path: tuple[Hop, ...] = ()
+    """The hops from the records table to the table holding ``anchor`` (none: the records table)."""
+    never_due: bool = False
+    """The category has no retention clock: nothing is due by age (only requests erase it)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ class TableTarget:
     action: Literal["delete", "anonymise"]
     foreign_key: str | None = None
     fields: Mapping[str, FieldRule] = field(default_factory=dict)
+    hops: tuple[Hop, ...] = ()
+    """The path from the records table to ``table`` (one hop for a ``foreign_key`` child)."""
+    shared: Literal["keep", "erase", "anonymise"] = "keep"
+    """For a ``via`` location: what happens to rows that records not erased now also reach."""
+    via: bool = False
+    """The location declares a path (``via``): its rows may be shared with other records."""
     holds: HoldSource = no_holds
     pseudonym_key: bytes | None = None
     own_tables: frozenset[str] = frozenset()
@@ -89,6 +99,9 @@ def build_target(location: DatabaseLocation, inputs: TargetInputs) -> TableTarge
         action=location.action,
         foreign_key=location.foreign_key,
         fields=location.fields,
+        hops=location.hops(inputs.selection.table, inputs.selection.key),
+        shared=location.shared,
+        via=location.via is not None,
         holds=inputs.holds,
         pseudonym_key=inputs.pseudonym_key,
         own_tables=inputs.tables,
@@ -331,6 +344,10 @@ class DatabaseAdapter:
                 outcome.erased += done
             else:
                 outcome.anonymised += done
+            if target.via and target.action == "delete" and target.shared == "anonymise":
+                outcome.anonymised += self._run(
+                    lambda c, conds=conds: self._anonymise_shared(c, target, conds, holds), write=True
+                )
         if batch.observe is not None:
             batch.observe(outcome.erased + outcome.anonymised)
         # A key range never counted its rows: its held ones are counted when looking again.
@@ -363,6 +380,8 @@ class DatabaseAdapter:
             )
             remaining, kept, blocked = self._run(lambda c: c.execute(q).one())
             return VerifyOutcome(remaining=int(remaining), kept=int(kept), referenced=int(blocked))
+        if target.via:
+            return self._verify_path(target, holds)
         remaining = self._count(target, self._conditions(target, holds))
         kept = 0
         if holds.subjects:
@@ -454,10 +473,16 @@ class DatabaseAdapter:
     def anchor_range(self, selection: RowSelection) -> tuple[int, Any, Any]:
         """(count, earliest anchor, latest anchor) of the selected records."""
         t = self.table(selection.table)
+        conds = self._selection_conditions(selection, HoldSet())
+        if selection.anchor_path:
+            count = self.count(selection)
+            anchor = self.column(selection.anchor_path[-1].target, selection.anchor)
+            reached = self.reach(selection.anchor_path, conds)
+            span = sa.select(sa.func.min(anchor), sa.func.max(anchor)).where(reached)
+            low, high = self._run(lambda c: c.execute(span).one())
+            return count, low, high
         anchor = t.c[selection.anchor]
-        q = sa.select(sa.func.count(), sa.func.min(anchor), sa.func.max(anchor)).where(
-            *self._selection_conditions(selection, HoldSet())
-        )
+        q = sa.select(sa.func.count(), sa.func.min(anchor), sa.func.max(anchor)).where(*conds)
         row = self._run(lambda c: c.execute(q).one())
         return int(row[0]), row[1], row[2]
 
@@ -490,7 +515,12 @@ class DatabaseAdapter:
     ) -> list[sa.ColumnElement[bool]]:
         t = self.table(sel.table)
         conds: list[sa.ColumnElement[bool]] = []
-        if sel.cutoff is not None:
+        if sel.never_due:
+            conds.append(sa.false())
+        elif sel.cutoff is not None and sel.anchor_path:
+            due = self._due_through(sel, sel.cutoff)
+            conds.append(sa.not_(sa.func.coalesce(due, sa.false())) if sel.not_due else due)
+        elif sel.cutoff is not None:
             due = self._due(t.c[sel.anchor], sel.cutoff)
             conds.append(sa.not_(due) | t.c[sel.anchor].is_(None) if sel.not_due else due)
         subject_col = self.column(sel.table, sel.subject_column)
@@ -541,6 +571,9 @@ class DatabaseAdapter:
             if target.action == "anonymise":
                 conds.append(self._needs_anonymising(self.table(target.table), target.fields))
             return conds
+        if target.via:
+            # Rows reached through a path: the records are narrowed where the path is applied.
+            return conds
         rec = self.table(target.selection.table)
         child = self.table(target.table)
         fk = self.column(target.table, target.foreign_key or "")
@@ -549,6 +582,29 @@ class DatabaseAdapter:
             child_q = child_q.where(self._needs_anonymising(child, target.fields))
         conds.append(sa.exists(child_q))
         return conds
+
+    def _due_through(self, sel: RowSelection, cutoff: Cutoff) -> sa.ColumnElement[bool]:
+        """Records whose anchor lies on a table their path reaches: due when the path reaches at
+        least one anchor row and every one it reaches is due (a parent's date: its one row; the
+        children's dates: the latest). A NULL reference or a NULL date is never due."""
+        table = sel.anchor_path[-1].target
+        anchor = self.column(table, sel.anchor)
+        due = self._due(anchor, cutoff)
+        not_due = sa.not_(due) | anchor.is_(None)
+        return sa.and_(
+            sa.func.coalesce(self._back(sel.anchor_path, [due]), sa.false()),
+            sa.not_(sa.func.coalesce(self._back(sel.anchor_path, [not_due]), sa.false())),
+        )
+
+    def _back(self, hops: Sequence[Hop], where: Sequence[sa.ColumnElement[bool]]) -> sa.ColumnElement[bool]:
+        """A condition on the path's first table: rows reaching a last-table row satisfying ``where``."""
+        conds: list[sa.ColumnElement[bool]] = list(where)
+        for hop in reversed(hops):
+            target = self.table(hop.target)
+            source = self.table(hop.source)
+            sub = sa.select(target.c[hop.target_column]).where(*conds).correlate(None)
+            conds = [source.c[hop.source_column].in_(sub)]
+        return sa.and_(*conds)
 
     @staticmethod
     def _due(anchor: sa.Column[Any], cutoff: Cutoff) -> sa.ColumnElement[bool]:
@@ -578,6 +634,8 @@ class DatabaseAdapter:
         t = self.table(target.table)
         if target.table == target.selection.table:
             where: list[sa.ColumnElement[bool]] = conds
+        elif target.via:
+            where = self._path_rows(target, conds, self._shared_filter(target))
         else:
             fk = t.c[target.foreign_key or ""]
             where = [fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))]
@@ -638,10 +696,120 @@ class DatabaseAdapter:
                 values[f"v_{name}"] = pseudonymise(key, str(value), namespace=f"{t.name}.{name}")
         return values
 
+    # -- join paths ---------------------------------------------------------------------------------
+
+    def reach(self, hops: Sequence[Hop], records: Sequence[sa.ColumnElement[bool]]) -> sa.ColumnElement[bool]:
+        """A condition on the last hop's table: its rows reached from the records that satisfy
+        ``records``, one ``IN (subquery)`` per hop (tables in between are only read)."""
+        where: list[sa.ColumnElement[bool]] = list(records)
+        for hop in hops:
+            source = self.table(hop.source)
+            target = self.table(hop.target)
+            sub = sa.select(source.c[hop.source_column]).where(*where).correlate(None)
+            where = [target.c[hop.target_column].in_(sub)]
+        return sa.and_(*where)
+
+    def _path_rows(
+        self,
+        target: TableTarget,
+        conds: Sequence[sa.ColumnElement[bool]],
+        shared: sa.ColumnElement[bool] | None,
+        *,
+        anonymising: bool | None = None,
+    ) -> list[sa.ColumnElement[bool]]:
+        """The rows of a path target that ``conds`` (on the records) reach, minus ``shared`` ones."""
+        t = self.table(target.table)
+        where = [self.reach(target.hops, conds)]
+        if shared is not None:
+            where.append(sa.not_(shared))
+        if anonymising if anonymising is not None else target.action == "anonymise":
+            where.append(self._needs_anonymising(t, target.fields))
+        return where
+
+    def _shared_filter(
+        self, target: TableTarget, holds: HoldSet | None = None
+    ) -> sa.ColumnElement[bool] | None:
+        """For ``shared: keep`` and ``anonymise``: the rows shared with records not erased now."""
+        if target.shared == "erase":
+            return None
+        return self.shared_rows(target, holds if holds is not None else target.holds())
+
+    def shared_rows(self, target: TableTarget, holds: HoldSet) -> sa.ColumnElement[bool]:
+        """Rows of the path target that something other than the selection's own path rows references.
+
+        A row is the selection's own only if every row referencing it (through any foreign key of
+        the schema) is a row the selection itself reaches on the path's previous table (when the
+        path's last step goes from a referencing row to the row it references). Any other
+        reference (another customer's row, a record not due or held, a table no path names)
+        makes it shared.
+        """
+        t = self.table(target.table)
+        last = target.hops[-1]
+        full = self._conditions(target, holds)
+        prefix = target.hops[:-1]
+        own_prev = self.reach(prefix, full) if prefix else sa.and_(*full)
+        refs: list[sa.ColumnElement[bool]] = []
+        for child, fk in self.schema().referencing(target.table):
+            if len(fk.columns) != 1:
+                refs.append(sa.true())  # a composite reference cannot be followed: keep
+                continue
+            x = self.table(child).alias(f"ref_{len(refs)}")
+            link = x.c[fk.columns[0]] == t.c[fk.referred_columns[0]]
+            q = sa.select(sa.literal(1)).select_from(x).where(link)
+            inner = self.table(child)
+            pk = [c.name for c in inner.primary_key.columns]
+            if child == last.source and fk.columns[0] == last.source_column and len(pk) == 1:
+                # The path's own step: references from rows the selection reaches do not count
+                # (those rows by their primary key; without a single-column one, all count).
+                own = sa.select(inner.c[pk[0]]).where(own_prev).correlate(None)
+                q = q.where(sa.not_(sa.func.coalesce(x.c[pk[0]].in_(own), sa.false())))
+            refs.append(sa.exists(q))
+        return sa.or_(*refs) if refs else sa.false()
+
+    def _anonymise_shared(
+        self, conn: Connection, target: TableTarget, conds: list[sa.ColumnElement[bool]], holds: HoldSet
+    ) -> int:
+        """``shared: anonymise`` on a delete location: the shared rows the batch reaches are anonymised."""
+        t = self.table(target.table)
+        where = [self.reach(target.hops, conds), self.shared_rows(target, holds)]
+        where.append(self._needs_anonymising(t, target.fields))
+        if any(rule.strategy == "pseudonym" for rule in target.fields.values()):
+            return self._pseudonymise(conn, t, target, where)
+        values = {name: _replacement(rule) for name, rule in target.fields.items()}
+        self.statements += 1
+        return int(conn.execute(sa.update(t).where(*where).values(**values)).rowcount)
+
+    def _verify_path(self, target: TableTarget, holds: HoldSet) -> VerifyOutcome:
+        """Looking again at a path target: what the selection reaches and should be gone (or
+        anonymised) is remaining; shared rows kept and rows of held subjects are kept."""
+        t = self.table(target.table)
+        conds = self._conditions(target, holds)
+        shared = self._shared_filter(target, holds)
+        remaining = self._count_where(t, self._path_rows(target, conds, shared))
+        if target.action == "delete" and target.shared == "anonymise" and shared is not None:
+            where = [self.reach(target.hops, conds), shared, self._needs_anonymising(t, target.fields)]
+            remaining += self._count_where(t, where)
+        kept_shared = 0
+        if target.shared == "keep":
+            reached = self.reach(target.hops, conds)
+            kept_shared = self._count_where(t, [reached, self.shared_rows(target, holds)])
+        kept = 0
+        if holds.subjects:
+            only_held = self._conditions(target, HoldSet(), only_subjects=holds.subjects, references=False)
+            kept = self._count_where(t, [self.reach(target.hops, only_held)])
+        return VerifyOutcome(remaining=remaining, kept=kept, shared=kept_shared)
+
+    def _count_where(self, t: sa.Table, where: Sequence[sa.ColumnElement[bool]]) -> int:
+        q = sa.select(sa.func.count()).select_from(t).where(*where)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
+
     def _count(self, target: TableTarget, conds: list[sa.ColumnElement[bool]]) -> int:
         rec = self.table(target.selection.table)
         if target.table == target.selection.table:
             q = sa.select(sa.func.count()).select_from(rec).where(*conds)
+        elif target.via:
+            where_path = self._path_rows(target, conds, self._shared_filter(target))
+            q = sa.select(sa.func.count()).select_from(self.table(target.table)).where(*where_path)
         else:
             t = self.table(target.table)
             fk = t.c[target.foreign_key or ""]
