@@ -9,7 +9,7 @@ a test fails. Chromium is Debian's (``apt-get install chromium``), never a downl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -52,16 +52,21 @@ def _settings(home: Path, ledger_conn: str) -> dict[str, str]:
 
 @pytest.fixture
 def airflow_server_for(tmp_path: Path) -> Iterator[Any]:
-    """A function (ledger connection JSON) -> a running ApiServer; every server is stopped afterwards."""
+    """A function (ledger connection JSON, more settings, more users) -> a running ApiServer.
+
+    The server's ``AIRFLOW_HOME`` is the parent of its log file; every server is stopped afterwards.
+    """
     homes = iter(tmp_path / f"airflow-{n}" for n in range(100))
     with ExitStack() as servers:
 
-        def start(ledger_conn: str) -> ApiServer:
+        def start(
+            ledger_conn: str, extra: Mapping[str, str] | None = None, users: Mapping[str, str] | None = None
+        ) -> ApiServer:
             home = next(homes)
             home.mkdir(parents=True)
-            settings = _settings(home, ledger_conn)
+            settings = {**_settings(home, ledger_conn), **(extra or {})}
             migrate(home, airflow_env(home, settings))
-            return servers.enter_context(api_server(home, settings))
+            return servers.enter_context(api_server(home, settings, users))
 
         yield start
 

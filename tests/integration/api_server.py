@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class ApiServer:
     password: str
     log: Path
     jwt_secret: str
+    passwords: Mapping[str, str] = field(default_factory=dict)
+    """Every simple-auth-manager user's password, the admin's included."""
 
     def token(self) -> str:
         """A JWT for the admin user from the simple auth manager's ``/auth/token``."""
@@ -96,12 +98,16 @@ def migrate(home: Path, env: Mapping[str, str] | None = None) -> None:
 
 
 @contextmanager
-def api_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[ApiServer]:
+def api_server(
+    home: Path, extra_env: Mapping[str, str] | None = None, users: Mapping[str, str] | None = None
+) -> Iterator[ApiServer]:
     """Start ``airflow api-server`` on the already migrated metadata DB of ``home``; stop it on exit.
 
-    ``extra_env`` is added to the server's environment (folders, connections, settings).
+    ``extra_env`` is added to the server's environment (folders, connections, settings);
+    ``users`` (name -> simple-auth-manager role) are added to the admin.
     """
     port, secret = free_port(), secrets.token_urlsafe(64)
+    roles = {ADMIN: "admin", **(users or {})}
     url = f"http://{LOOPBACK}:{port}"
     server = {
         "AIRFLOW__API__HOST": LOOPBACK,
@@ -109,7 +115,9 @@ def api_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterat
         "AIRFLOW__API__BASE_URL": url,
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API_AUTH__JWT_SECRET": secret,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{name}:{role}" for name, role in roles.items()
+        ),
     }
     env = airflow_env(home, {**(extra_env or {}), **server})
     log = home / f"api-server-{port}.log"
@@ -131,7 +139,7 @@ def api_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterat
                 )
             time.sleep(0.5)
         passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-        yield ApiServer(url, passwords[ADMIN], log, secret)
+        yield ApiServer(url, passwords[ADMIN], log, secret, passwords)
     finally:
         _stop(proc)
 

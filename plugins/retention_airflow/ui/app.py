@@ -6,6 +6,12 @@ receipts), one run, and the ledger itself, paginated and filterable. Each page r
 status last, so that it covers every entry the page shows (or says how far the check has got).
 Every page needs a valid Airflow token (see ``auth``); static files (style, script, icon)
 carry no data and are public.
+
+*Find a customer* (``/find``) looks up the internal customer id by a value a privacy request
+names (an e-mail address, a phone number: the identity types of ``_subject.yaml``) in the
+business database, for users who may trigger the customer-erasure DAG. The value is accepted
+only in a POST body with the form's CSRF token, is never shown again, logged, stored, put in a
+URL or sent to Airflow (see ``find`` and ``retention.identity``).
 """
 
 from __future__ import annotations
@@ -25,9 +31,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
-from retention.errors import RetentionError
-from retention_airflow.ui.auth import Refused, airflow_auth_manager, authorised_user
+from retention.errors import PolicyError, RetentionError, TerminalError
+from retention.identity import MAX_MATCHES, Found, find_subjects
+from retention.policy import PolicySet, load_policies
+from retention.subject import SUBJECT_FILE, IdentityType
+from retention_airflow.ui import find as finding
+from retention_airflow.ui.auth import (
+    ERASURE_DAG,
+    Refused,
+    airflow_auth_manager,
+    authorised_user,
+    erasure_user,
+)
 from retention_airflow.ui.reader import CHAIN_SYNC_LIMIT, ChainCache, CheckedChain, LedgerReader
 
 log = logging.getLogger(__name__)
@@ -81,8 +98,27 @@ def default_engine() -> Engine:
     return engine
 
 
+def default_business_engine() -> Engine:
+    """The business database's engine from the Airflow connection ``business_db``."""
+    from retention_airflow import clients
+
+    engine: Engine = clients.business_engine()
+    return engine
+
+
+def default_policies() -> PolicySet:
+    """The policy set of ``retention_settings``' ``policy_dir`` (with its ``_subject.yaml``)."""
+    from retention_airflow import clients
+
+    return load_policies(clients.settings().policy_dir)
+
+
 class Unavailable(Exception):
-    """The ledger cannot be read now; the message names the cause, never a value."""
+    """What a page reads cannot be read now; the message names the cause, never a value."""
+
+    def __init__(self, message: str, title: str = "Ledger unavailable") -> None:
+        super().__init__(message)
+        self.title = title
 
 
 @dataclass
@@ -95,10 +131,13 @@ class _Site:
     templates: Environment
     auth_manager: Callable[[], Any]
     url_prefix: str
+    business_engine_factory: Callable[[], Engine] = default_business_engine
+    policies_factory: Callable[[], PolicySet] = default_policies
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._reader: LedgerReader | None = None
+        self._business: Engine | None = None
 
     def read(self, fn: Callable[[LedgerReader], Any]) -> Any:
         """``fn(reader)``, or None if no run has created the ledger yet; Unavailable if it cannot be read."""
@@ -130,12 +169,42 @@ class _Site:
         except Unavailable:
             pass  # already logged; the first page will say so
 
+    def business_engine(self) -> Engine:
+        """The business database's engine (built once, on first use); Unavailable if it cannot be built."""
+        with self._lock:
+            if self._business is None:
+                try:
+                    self._business = self.business_engine_factory()
+                except Exception as e:  # noqa: BLE001 - any failure to build the engine means: not configured
+                    log.warning("retention page: cannot open the business database (%s)", type(e).__name__)
+                    raise Unavailable(
+                        f"The business database connection cannot be opened ({type(e).__name__}).",
+                        title="Business database unavailable",
+                    ) from None
+            return self._business
+
+    def policies(self) -> PolicySet:
+        """The policy set, read again for every request (a changed policy folder counts at once)."""
+        try:
+            return self.policies_factory()
+        except PolicyError as e:
+            log.warning("retention page: %s", e)
+            raise Unavailable(f"The policies cannot be loaded: {e}", title="Policies unavailable") from None
+        except Exception as e:  # noqa: BLE001 - settings or folder not readable
+            log.warning("retention page: cannot load the policies (%s)", type(e).__name__)
+            raise Unavailable(
+                f"The policies cannot be loaded ({type(e).__name__}).", title="Policies unavailable"
+            ) from None
+
     def close(self) -> None:
-        """Dispose of the ledger engine's connections (at the API server's shutdown)."""
+        """Dispose of the engines' connections (at the API server's shutdown)."""
         with self._lock:
             if self._reader is not None:
                 self._reader.engine.dispose()
                 self._reader = None
+            if self._business is not None:
+                self._business.dispose()
+                self._business = None
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A template rendered with the links every page needs."""
@@ -157,6 +226,15 @@ async def _user(request: Request) -> Any:
 
 User = Annotated[Any, Depends(_user)]
 """A page parameter that makes the page refuse anonymous and unauthorised callers."""
+
+
+async def _erasure_user(request: Request) -> Any:
+    """The dependency of the customer lookup: an authorised user who may also trigger the erasure DAG."""
+    return await erasure_user(request, _site(request).auth_manager)
+
+
+ErasureUser = Annotated[Any, Depends(_erasure_user)]
+"""A page parameter that also refuses users who may not trigger ``customer_erasure``."""
 
 router = APIRouter()
 
@@ -229,6 +307,113 @@ def entries(
     return site.render(request, "ledger.html", filters=filters, page_sizes=PAGE_SIZES, **data)
 
 
+FIND_TITLE = "Find a customer"
+NO_IDENTITIES = (
+    f"The policy set declares no identity types ({SUBJECT_FILE}, identities): "
+    "there is nothing a customer can be found by."
+)
+NOT_THIS_FORM = (
+    "The form was not sent from this page, or the session it was opened in has ended. "
+    "Open Find a customer again."
+)
+
+
+def _find_page(
+    request: Request,
+    user: Any,
+    identities: list[IdentityType],
+    *,
+    status: int = 200,
+    chosen: str = "",
+    found: Found | None = None,
+    problem: str | None = None,
+) -> HTMLResponse:
+    """The form (never prefilled with a value), and the answer of a lookup if there is one."""
+    site = _site(request)
+    nonce, new = finding.session_nonce(request)
+    response = site.render(
+        request,
+        "find.html",
+        status=status,
+        identities=identities,
+        chosen=chosen or (identities[0].name if identities else ""),
+        max_length=max((i.max_length for i in identities), default=1),
+        csrf_field=finding.CSRF_FIELD,
+        csrf_token=finding.form_token(nonce, user),
+        found=found,
+        descriptions={i.name: i.description for i in identities},
+        problem=problem,
+        limit=MAX_MATCHES,
+        erasure_dag=ERASURE_DAG,
+        no_identities=NO_IDENTITIES,
+    )
+    if new:
+        finding.set_nonce(request, response, nonce)
+    return response
+
+
+@router.get("/find", response_class=HTMLResponse)
+def find_form(request: Request, user: ErasureUser) -> HTMLResponse:
+    """The lookup form: an identity type of ``_subject.yaml`` and a field for the value (POST only)."""
+    return _find_page(request, user, list(_site(request).policies().subject.identities))
+
+
+@router.post("/find", response_class=HTMLResponse)
+async def find(request: Request, user: ErasureUser) -> HTMLResponse:
+    """The customers the posted value belongs to, with their counts per category; the form again, empty.
+
+    Every failure is answered here and logged by its class only: a traceback in the server's log
+    may show the frames' local variables (structlog's rich tracebacks do, with ``DEV`` set), and
+    the value is one of them.
+    """
+    try:
+        return await _find(request, user)
+    except Unavailable:
+        raise  # its message names the cause, never the value; rendered by its handler, not logged
+    except Exception as e:  # noqa: BLE001 - see above
+        log.error("retention page: customer lookup failed (%s)", type(e).__name__)
+        message = f"The lookup failed ({type(e).__name__})."
+        return _site(request).render(request, "message.html", status=500, title=FIND_TITLE, message=message)
+
+
+async def _find(request: Request, user: Any) -> HTMLResponse:
+    site = _site(request)
+    try:
+        form = await finding.read_form(request)
+    except finding.BadForm as e:
+        return site.render(request, "message.html", status=e.status, title=FIND_TITLE, message=e.reason)
+    if not finding.check_token(request, form, user):
+        log.info("retention page: customer lookup refused: missing or wrong CSRF token")
+        return site.render(request, "message.html", status=403, title=FIND_TITLE, message=NOT_THIS_FORM)
+    policies = await run_in_threadpool(site.policies)
+    identities = list(policies.subject.identities)
+    by_name = {i.name: i for i in identities}
+    identity = by_name.get(form.get("identity", ""))
+    if identity is None:
+        problem = "Choose one of the identity types." if identities else None
+        return _find_page(request, user, identities, status=422, problem=problem)
+    try:
+        identity.check(form.get("value", ""))
+    except TerminalError as e:  # says what is wrong, never the value
+        return _find_page(request, user, identities, status=422, chosen=identity.name, problem=str(e))
+    found = await run_in_threadpool(_lookup, site, policies, identity.name, form.get("value", ""))
+    log.info("retention page: customer lookup by %s: %d match(es)", identity.name, len(found.matches))
+    return _find_page(request, user, identities, chosen=identity.name, found=found)
+
+
+def _lookup(site: _Site, policies: PolicySet, identity: str, value: str) -> Found:
+    """``find_subjects`` in the business database; Unavailable (never naming the value) if it fails."""
+    engine = site.business_engine()
+    try:
+        return find_subjects(engine, policies, identity, value)
+    except RetentionError as e:  # its messages name tables, columns and error classes, never the value
+        log.warning("retention page: customer lookup failed: %s", e)
+        raise Unavailable(f"The lookup failed: {e}", title=FIND_TITLE) from None
+    except Exception as e:  # noqa: BLE001 - an unexpected error's text or traceback might quote the value
+        log.error("retention page: customer lookup failed (%s)", type(e).__name__)
+        raise Unavailable(f"The lookup failed ({type(e).__name__}).", title=FIND_TITLE) from None
+
+
 async def _security_headers(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
@@ -255,9 +440,8 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return _site(request).render(
-        request, "message.html", status=503, title="Ledger unavailable", message=str(exc)
-    )
+    title = exc.title if isinstance(exc, Unavailable) else "Unavailable"
+    return _site(request).render(request, "message.html", status=503, title=title, message=str(exc))
 
 
 def create_app(
@@ -268,10 +452,25 @@ def create_app(
     chain_sync_limit: int = CHAIN_SYNC_LIMIT,
     auth_manager: Callable[[], Any] = airflow_auth_manager,
     url_prefix: str = URL_PREFIX,
+    business_engine_factory: Callable[[], Engine] = default_business_engine,
+    policies_factory: Callable[[], PolicySet] = default_policies,
 ) -> FastAPI:
-    """The monitoring app over the ledger that ``engine_factory`` opens (lazily, once)."""
+    """The monitoring app over the ledger that ``engine_factory`` opens (lazily, once).
+
+    The customer lookup searches the business database of ``business_engine_factory`` (opened
+    lazily, once) by the identity types of the policy set ``policies_factory`` loads (per request).
+    """
     chain = ChainCache(chain_ttl, sync_limit=chain_sync_limit)
-    site = _Site(engine_factory, table_name, chain, _templates(), auth_manager, url_prefix)
+    site = _Site(
+        engine_factory,
+        table_name,
+        chain,
+        _templates(),
+        auth_manager,
+        url_prefix,
+        business_engine_factory,
+        policies_factory,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

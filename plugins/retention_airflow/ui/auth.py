@@ -4,7 +4,9 @@ The API server mounts plugin FastAPI apps without Airflow's authentication, so e
 checks for itself. As in Airflow's API, an ``Authorization: Bearer`` token wins over the
 ``_token`` cookie that the Airflow UI keeps after login (it reaches this app because the
 page is served from the same origin, also inside the UI's iframe). A caller must be allowed
-to read the runs of both retention DAGs: the ledger is the record of those runs.
+to read the runs of both retention DAGs: the ledger is the record of those runs. The "Find a
+customer" page also requires the permission to trigger the customer-erasure DAG (create its
+runs): it is the first step of an erasure request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ COOKIE_NAME = "_token"
 """Airflow's ``COOKIE_NAME_JWT_TOKEN`` (``airflow.api_fastapi.auth.managers.base_auth_manager``)."""
 
 RETENTION_DAGS = ("retention_nightly", "customer_erasure")
+ERASURE_DAG = "customer_erasure"
 
 
 class Refused(Exception):
@@ -71,4 +74,18 @@ async def authorised_user(request: Request, auth_manager: Callable[[], Any] = ai
     if not allowed:
         log.info("retention page: user without read access to the retention runs refused")
         raise Refused(403, "not allowed to read the retention runs")
+    return user
+
+
+async def erasure_user(request: Request, auth_manager: Callable[[], Any] = airflow_auth_manager) -> Any:
+    """The authorised user (``authorised_user``) who may also trigger ``customer_erasure``; else Refused."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    user = await authorised_user(request, auth_manager)
+    allowed = auth_manager().is_authorized_dag(
+        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=ERASURE_DAG), user=user
+    )
+    if not allowed:
+        log.info("retention page: user without permission to trigger %s refused", ERASURE_DAG)
+        raise Refused(403, f"not allowed to trigger {ERASURE_DAG}")
     return user
