@@ -41,6 +41,8 @@ SCHEMA = (
     "CREATE TABLE order_notes (id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders(id),"
     " customer_id INTEGER, body TEXT)",
     "CREATE TABLE support_notes (id INTEGER PRIMARY KEY, customer_id INTEGER, body TEXT)",
+    "CREATE TABLE address_notes (id INTEGER PRIMARY KEY,"
+    " address_id INTEGER REFERENCES addresses(id), body TEXT)",
 )
 
 ROWS: dict[str, list[dict[str, Any]]] = {
@@ -57,6 +59,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"id": 2, "name": "Bo", "address_id": 11, "created_at": OLD},
         {"id": 3, "name": "Cai", "address_id": 23, "created_at": NEW},
         {"id": 4, "name": "Dorte", "address_id": None, "created_at": OLD},
+        {"id": 5, "name": "Ejnar", "address_id": 23, "created_at": OLD},  # shares customer 3's home
     ],
     "orders": [
         {"id": 100, "customer_id": 1, "shipping_address_id": 20, "ordered_at": OLD},
@@ -98,51 +101,34 @@ def _policy(
 
 ANON = {"street": {"strategy": "null"}, "city": {"strategy": "null"}}
 YEAR = {"period": "P1Y", "counts_from": "event", "event": "sign-up", "anchor": "created_at"}
+CUSTOMERS = {"table": "customers", "key": "id", "subject": "id"}
+CUSTOMER_NAME = {
+    "store": "database",
+    "table": "customers",
+    "action": "anonymise",
+    "fields": {"name": {"strategy": "redact"}},
+}
+
+
+def customers_category(pid: str, table: str, via: list[str], **location: Any) -> Policy:
+    """Customers by sign-up date: the name anonymised, and ``table`` reached through ``via``."""
+    return _policy(
+        pid, CUSTOMERS, YEAR, CUSTOMER_NAME, {"store": "database", "table": table, "via": via, **location}
+    )
 
 
 def customers_policy(shared: str = "keep") -> Policy:
-    return _policy(
-        "shop_customers",
-        {"table": "customers", "key": "id", "subject": "id"},
-        YEAR,
-        {
-            "store": "database",
-            "table": "customers",
-            "action": "anonymise",
-            "fields": {"name": {"strategy": "redact"}},
-        },
-        {
-            # Two hops through orders (only read) to the shipping addresses.
-            "store": "database",
-            "table": "addresses",
-            "via": ["customers.id -> orders.customer_id", "orders.shipping_address_id -> addresses.id"],
-            "action": "anonymise",
-            "fields": ANON,
-            "shared": shared,
-        },
+    # Two hops through orders (only read) to the shipping addresses.
+    via = ["customers.id -> orders.customer_id", "orders.shipping_address_id -> addresses.id"]
+    return customers_category(
+        "shop_customers", "addresses", via, action="anonymise", fields=ANON, shared=shared
     )
 
 
 def home_policy() -> Policy:
-    return _policy(
-        "shop_homes",
-        {"table": "customers", "key": "id", "subject": "id"},
-        YEAR,
-        {
-            "store": "database",
-            "table": "customers",
-            "action": "anonymise",
-            "fields": {"name": {"strategy": "redact"}},
-        },
-        {
-            # Child -> parent: the row the customer references.
-            "store": "database",
-            "table": "addresses",
-            "via": ["customers.address_id -> addresses.id"],
-            "action": "anonymise",
-            "fields": ANON,
-        },
-    )
+    # Child -> parent: the row the customer references.
+    via = ["customers.address_id -> addresses.id"]
+    return customers_category("shop_homes", "addresses", via, action="anonymise", fields=ANON)
 
 
 def notes_policy() -> Policy:
@@ -278,6 +264,22 @@ def test_child_to_parent_hop_and_null_reference_in_the_nightly_run(shop: Engine)
     assert result.remaining == 0
 
 
+def test_rows_behind_a_shared_step_are_kept(shop: Engine) -> None:
+    """Customer -> home -> its notes: the notes of a home that a customer not due also uses stay,
+    though the path reaches them from a due customer (sharing is checked where paths converge)."""
+    with shop.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO address_notes (id, address_id, body) VALUES"
+            " (1, 10, 'ring twice'), (2, 23, 'side door')"  # customer 1's home; the home 3 and 5 share
+        )
+    via = ["customers.address_id -> addresses.id", "addresses.id -> address_notes.address_id"]
+    ps = policy_set(customers_category("shop_home_notes", "address_notes", via, action="delete"))
+    result = execute_step(ps.policies[0], "database", context(shop, ps))
+    assert sorted(rows(shop, "address_notes")) == [2]
+    assert result.kept.get(Reason.SHARED_WITH_NOT_DUE) == 1
+    assert result.remaining == 0
+
+
 def test_a_held_customer_keeps_a_shared_row(shop: Engine) -> None:
     ps = policy_set(customers_policy())
     HoldRegistry(shop).add(subject="2", reason="dispute")
@@ -329,19 +331,9 @@ def _refused(engine: Engine, policy: Policy) -> PolicyError:
 
 
 def test_a_hop_that_is_not_a_real_reference_is_refused_naming_file_and_field(shop: Engine) -> None:
-    wrong = _policy(
-        "shop_wrong",
-        {"table": "customers", "key": "id", "subject": "id"},
-        YEAR,
-        {"store": "database", "table": "customers", "action": "delete"},
-        # Joins the customer's id on the address id: same type, no constraint.
-        {
-            "store": "database",
-            "table": "addresses",
-            "via": ["customers.id -> addresses.id"],
-            "action": "anonymise",
-            "fields": ANON,
-        },
+    # Joins the customer's id on the address id: same type, no constraint.
+    wrong = customers_category(
+        "shop_wrong", "addresses", ["customers.id -> addresses.id"], action="anonymise", fields=ANON
     )
     err = _refused(shop, wrong)
     assert (err.file, err.field) == ("shop_wrong.yaml", "locations[1].via[0]")
@@ -349,24 +341,8 @@ def test_a_hop_that_is_not_a_real_reference_is_refused_naming_file_and_field(sho
 
 
 def test_deleting_rows_the_path_references_is_refused(shop: Engine) -> None:
-    deleting = _policy(
-        "shop_delete_home",
-        {"table": "customers", "key": "id", "subject": "id"},
-        YEAR,
-        {
-            "store": "database",
-            "table": "customers",
-            "action": "anonymise",
-            "fields": {"name": {"strategy": "redact"}},
-        },
-        {
-            "store": "database",
-            "table": "addresses",
-            "via": ["customers.address_id -> addresses.id"],
-            "action": "delete",
-        },
-    )
-    err = _refused(shop, deleting)
+    home = ["customers.address_id -> addresses.id"]
+    err = _refused(shop, customers_category("shop_delete_home", "addresses", home, action="delete"))
     assert err.field == "locations[1].action"
     assert "use anonymise" in str(err)
 
@@ -385,13 +361,7 @@ def test_deleting_rows_the_path_references_is_refused(shop: Engine) -> None:
 )
 def test_a_malformed_path_is_refused_when_the_policy_is_read(via: list[str], problem: str) -> None:
     with pytest.raises(PolicyError) as e:
-        _policy(
-            "shop_path",
-            {"table": "customers", "key": "id", "subject": "id"},
-            YEAR,
-            {"store": "database", "table": "customers", "action": "delete"},
-            {"store": "database", "table": "addresses", "via": via, "action": "anonymise", "fields": ANON},
-        )
+        customers_category("shop_path", "addresses", via, action="anonymise", fields=ANON)
     assert e.value.file == "shop_path.yaml"
     assert e.value.field.startswith("locations[1].via")
     assert problem in str(e.value)

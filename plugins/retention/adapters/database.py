@@ -76,7 +76,7 @@ class TableTarget:
     foreign_key: str | None = None
     fields: Mapping[str, FieldRule] = field(default_factory=dict)
     hops: tuple[Hop, ...] = ()
-    """The path from the records table to ``table`` (one hop for a ``foreign_key`` child)."""
+    """The path from the records table to ``table`` (used for a ``via`` location)."""
     shared: Literal["keep", "erase", "anonymise"] = "keep"
     """For a ``via`` location: what happens to rows that records not erased now also reach."""
     via: bool = False
@@ -339,7 +339,7 @@ class DatabaseAdapter:
         outcome = EraseOutcome()
         for lo, hi in batch.items:
             conds = [*self._conditions(target, holds), *self._range(target.selection, lo, hi)]
-            done = self._run(lambda c, conds=conds: self._apply(c, target, conds), write=True)
+            done = self._run(lambda c, conds=conds: self._apply(c, target, conds, holds), write=True)
             if target.action == "delete":
                 outcome.erased += done
             else:
@@ -444,7 +444,7 @@ class DatabaseAdapter:
         for child, fk in self.schema().referencing(records):
             if child in target.own_tables or child == records or len(fk.columns) != 1:
                 continue
-            ref = self.table(child)
+            ref = self.table(child).alias(f"referencing_{child}")  # never correlated with an enclosing query
             link = ref.c[fk.columns[0]] == rec.c[fk.referred_columns[0]]
             exists.append(sa.exists(sa.select(sa.literal(1)).select_from(ref).where(link)))
         return sa.or_(*exists) if exists else None
@@ -629,14 +629,18 @@ class DatabaseAdapter:
         key = self.table(sel.table).c[sel.key]
         return [key <= hi] if lo is None else [key > lo, key <= hi]
 
-    def _apply(self, conn: Connection, target: TableTarget, conds: list[sa.ColumnElement[bool]]) -> int:
-        rec = self.table(target.selection.table)
+    def _apply(
+        self, conn: Connection, target: TableTarget, conds: list[sa.ColumnElement[bool]], holds: HoldSet
+    ) -> int:
         t = self.table(target.table)
         if target.table == target.selection.table:
             where: list[sa.ColumnElement[bool]] = conds
         elif target.via:
-            where = self._path_rows(target, conds, self._shared_filter(target))
+            where = self._path_rows(target, conds, holds)
         else:
+            # A child table: its rows whose foreign key names a selected record (the selection's
+            # EXISTS narrowing correlates with the child table, so no path subquery here).
+            rec = self.table(target.selection.table)
             fk = t.c[target.foreign_key or ""]
             where = [fk.in_(sa.select(rec.c[target.selection.key]).where(*conds))]
             if target.action == "anonymise":
@@ -698,81 +702,121 @@ class DatabaseAdapter:
 
     # -- join paths ---------------------------------------------------------------------------------
 
-    def reach(self, hops: Sequence[Hop], records: Sequence[sa.ColumnElement[bool]]) -> sa.ColumnElement[bool]:
+    def reach(
+        self,
+        hops: Sequence[Hop],
+        records: Sequence[sa.ColumnElement[bool]],
+        steps: Sequence[sa.ColumnElement[bool] | None] = (),
+    ) -> sa.ColumnElement[bool]:
         """A condition on the last hop's table: its rows reached from the records that satisfy
-        ``records``, one ``IN (subquery)`` per hop (tables in between are only read)."""
+        ``records``, one ``IN (subquery)`` per hop (tables in between are only read). ``steps[i]``,
+        where given, further restricts the rows hop ``i`` arrives at."""
         where: list[sa.ColumnElement[bool]] = list(records)
-        for hop in hops:
+        for i, hop in enumerate(hops):
             source = self.table(hop.source)
             target = self.table(hop.target)
             sub = sa.select(source.c[hop.source_column]).where(*where).correlate(None)
             where = [target.c[hop.target_column].in_(sub)]
+            step = steps[i] if i < len(steps) else None
+            if step is not None:
+                where.append(step)
         return sa.and_(*where)
 
-    def _path_rows(
-        self,
-        target: TableTarget,
-        conds: Sequence[sa.ColumnElement[bool]],
-        shared: sa.ColumnElement[bool] | None,
-        *,
-        anonymising: bool | None = None,
-    ) -> list[sa.ColumnElement[bool]]:
-        """The rows of a path target that ``conds`` (on the records) reach, minus ``shared`` ones."""
-        t = self.table(target.table)
-        where = [self.reach(target.hops, conds)]
-        if shared is not None:
-            where.append(sa.not_(shared))
-        if anonymising if anonymising is not None else target.action == "anonymise":
-            where.append(self._needs_anonymising(t, target.fields))
-        return where
+    def own_rows(
+        self, target: TableTarget, conds: Sequence[sa.ColumnElement[bool]], holds: HoldSet
+    ) -> sa.ColumnElement[bool]:
+        """The rows of a path target that the records satisfying ``conds`` reach and that are theirs alone.
 
-    def _shared_filter(
-        self, target: TableTarget, holds: HoldSet | None = None
-    ) -> sa.ColumnElement[bool] | None:
-        """For ``shared: keep`` and ``anonymise``: the rows shared with records not erased now."""
-        if target.shared == "erase":
-            return None
-        return self.shared_rows(target, holds if holds is not None else target.holds())
-
-    def shared_rows(self, target: TableTarget, holds: HoldSet) -> sa.ColumnElement[bool]:
-        """Rows of the path target that something other than the selection's own path rows references.
-
-        A row is the selection's own only if every row referencing it (through any foreign key of
-        the schema) is a row the selection itself reaches on the path's previous table (when the
-        path's last step goes from a referencing row to the row it references). Any other
-        reference (another customer's row, a record not due or held, a table no path names)
-        makes it shared.
+        A row is theirs alone when nothing but the selection's own path rows references it, at
+        the path's end and at every step where paths converge (a step from referencing rows to the
+        row they reference: an address two customers use). What references it otherwise (another
+        customer's row, a record held or not due, any other table) makes it shared. The selection
+        is the whole run's (``_conditions`` with the holds), whatever range ``conds`` covers.
+        With ``shared: erase`` every reached row counts as the selection's.
         """
-        t = self.table(target.table)
-        last = target.hops[-1]
+        if target.shared == "erase":
+            return self.reach(target.hops, conds)
         full = self._conditions(target, holds)
-        prefix = target.hops[:-1]
-        own_prev = self.reach(prefix, full) if prefix else sa.and_(*full)
+        hops = target.hops
+        steps: list[sa.ColumnElement[bool] | None] = []
+        for i, hop in enumerate(hops[:-1]):
+            converging = self.schema().foreign_key(
+                hop.source, hop.source_column, hop.target, hop.target_column
+            )
+            if converging is None:
+                steps.append(None)
+                continue
+            own_source = self._prefix(hops, i, full, steps)
+            steps.append(sa.not_(self._shared_at(hop, own_source, downstream=hops[i + 1])))
+        last = len(hops) - 1
+        shared = self._shared_at(hops[last], self._prefix(hops, last, full, steps))
+        return sa.and_(self.reach(hops, conds, steps), sa.not_(shared))
+
+    def _prefix(
+        self,
+        hops: Sequence[Hop],
+        i: int,
+        full: Sequence[sa.ColumnElement[bool]],
+        steps: Sequence[sa.ColumnElement[bool] | None],
+    ) -> sa.ColumnElement[bool]:
+        """The rows of hop ``i``'s source table that are the selection's own (the records for hop 0)."""
+        return self.reach(hops[:i], full, steps[:i]) if i else sa.and_(*full)
+
+    def _shared_at(
+        self, hop: Hop, own_source: sa.ColumnElement[bool], downstream: Hop | None = None
+    ) -> sa.ColumnElement[bool]:
+        """Rows of ``hop.target`` that a row references, through any foreign key of the schema, other
+        than the rows of ``hop.source`` satisfying ``own_source`` through the hop's own column, and
+        the rows the path goes on to (``downstream``, when they reference these)."""
+        t = self.table(hop.target)
         refs: list[sa.ColumnElement[bool]] = []
-        for child, fk in self.schema().referencing(target.table):
+        for child, fk in self.schema().referencing(hop.target):
+            if downstream is not None and (child, fk.columns) == (
+                downstream.target,
+                (downstream.target_column,),
+            ):
+                continue
             if len(fk.columns) != 1:
                 refs.append(sa.true())  # a composite reference cannot be followed: keep
                 continue
-            x = self.table(child).alias(f"ref_{len(refs)}")
-            link = x.c[fk.columns[0]] == t.c[fk.referred_columns[0]]
-            q = sa.select(sa.literal(1)).select_from(x).where(link)
+            x = self.table(child).alias(f"ref_{hop.target}_{len(refs)}")
+            q = (
+                sa.select(sa.literal(1))
+                .select_from(x)
+                .where(x.c[fk.columns[0]] == t.c[fk.referred_columns[0]])
+            )
             inner = self.table(child)
             pk = [c.name for c in inner.primary_key.columns]
-            if child == last.source and fk.columns[0] == last.source_column and len(pk) == 1:
-                # The path's own step: references from rows the selection reaches do not count
+            if child == hop.source and fk.columns[0] == hop.source_column and len(pk) == 1:
+                # The path's own step: references from the selection's own rows do not count
                 # (those rows by their primary key; without a single-column one, all count).
-                own = sa.select(inner.c[pk[0]]).where(own_prev).correlate(None)
+                own = sa.select(inner.c[pk[0]]).where(own_source).correlate(None)
                 q = q.where(sa.not_(sa.func.coalesce(x.c[pk[0]].in_(own), sa.false())))
             refs.append(sa.exists(q))
         return sa.or_(*refs) if refs else sa.false()
+
+    def _path_rows(
+        self, target: TableTarget, conds: Sequence[sa.ColumnElement[bool]], holds: HoldSet
+    ) -> list[sa.ColumnElement[bool]]:
+        """The rows of a path target the action applies to: the selection's own, not yet anonymised."""
+        where = [self.own_rows(target, conds, holds)]
+        if target.action == "anonymise":
+            where.append(self._needs_anonymising(self.table(target.table), target.fields))
+        return where
+
+    def _shared_reached(
+        self, target: TableTarget, conds: Sequence[sa.ColumnElement[bool]], holds: HoldSet
+    ) -> list[sa.ColumnElement[bool]]:
+        """The rows of a path target that ``conds`` reach but that are not the selection's own."""
+        own = self.own_rows(target, conds, holds)
+        return [self.reach(target.hops, conds), sa.not_(sa.func.coalesce(own, sa.false()))]
 
     def _anonymise_shared(
         self, conn: Connection, target: TableTarget, conds: list[sa.ColumnElement[bool]], holds: HoldSet
     ) -> int:
         """``shared: anonymise`` on a delete location: the shared rows the batch reaches are anonymised."""
         t = self.table(target.table)
-        where = [self.reach(target.hops, conds), self.shared_rows(target, holds)]
-        where.append(self._needs_anonymising(t, target.fields))
+        where = [*self._shared_reached(target, conds, holds), self._needs_anonymising(t, target.fields)]
         if any(rule.strategy == "pseudonym" for rule in target.fields.values()):
             return self._pseudonymise(conn, t, target, where)
         values = {name: _replacement(rule) for name, rule in target.fields.items()}
@@ -784,15 +828,13 @@ class DatabaseAdapter:
         anonymised) is remaining; shared rows kept and rows of held subjects are kept."""
         t = self.table(target.table)
         conds = self._conditions(target, holds)
-        shared = self._shared_filter(target, holds)
-        remaining = self._count_where(t, self._path_rows(target, conds, shared))
-        if target.action == "delete" and target.shared == "anonymise" and shared is not None:
-            where = [self.reach(target.hops, conds), shared, self._needs_anonymising(t, target.fields)]
-            remaining += self._count_where(t, where)
+        remaining = self._count_where(t, self._path_rows(target, conds, holds))
         kept_shared = 0
-        if target.shared == "keep":
-            reached = self.reach(target.hops, conds)
-            kept_shared = self._count_where(t, [reached, self.shared_rows(target, holds)])
+        if target.shared == "anonymise" and target.action == "delete":
+            shared = [*self._shared_reached(target, conds, holds), self._needs_anonymising(t, target.fields)]
+            remaining += self._count_where(t, shared)
+        elif target.shared == "keep":
+            kept_shared = self._count_where(t, self._shared_reached(target, conds, holds))
         kept = 0
         if holds.subjects:
             only_held = self._conditions(target, HoldSet(), only_subjects=holds.subjects, references=False)
@@ -807,9 +849,6 @@ class DatabaseAdapter:
         rec = self.table(target.selection.table)
         if target.table == target.selection.table:
             q = sa.select(sa.func.count()).select_from(rec).where(*conds)
-        elif target.via:
-            where_path = self._path_rows(target, conds, self._shared_filter(target))
-            q = sa.select(sa.func.count()).select_from(self.table(target.table)).where(*where_path)
         else:
             t = self.table(target.table)
             fk = t.c[target.foreign_key or ""]
