@@ -540,12 +540,12 @@ def check_path(hops: Sequence[Hop], schema: SchemaInfo, file: str, field: str) -
         for table, column in ((hop.source, hop.source_column), (hop.target, hop.target_column)):
             _need_table(schema, table, file, where)
             _need_column(schema.columns(table), table, column, file, where)
-        down = schema.foreign_key(hop.target, hop.target_column, hop.source, hop.source_column)
-        up = schema.foreign_key(hop.source, hop.source_column, hop.target, hop.target_column)
-        if down is not None:
-            links.append(Link(hop, down.describe(hop.target), "child"))
-        elif up is not None:
-            links.append(Link(hop, up.describe(hop.source), "parent"))
+        found = schema.link(hop.source, hop.source_column, hop.target, hop.target_column)
+        if found is not None:
+            direction, fk = found
+            links.append(
+                Link(hop, fk.describe(hop.target if direction == "child" else hop.source), direction)
+            )
         else:
             raise PolicyError(
                 file,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 NO_ACTION = "NO ACTION"
 CASCADE = "CASCADE"
@@ -127,6 +127,19 @@ class SchemaInfo:
             if fk.columns == (column,) and fk.referred_table == parent and fk.referred_columns == (key,):
                 return fk
         return None
+
+    def link(
+        self, source: str, source_column: str, target: str, target_column: str
+    ) -> tuple[Literal["child", "parent"], ForeignKeyInfo] | None:
+        """The foreign key joining ``source.source_column`` to ``target.target_column`` and the way a
+        path stepping from source to target goes: ``child`` when the target's column references the
+        source's (to child rows), ``parent`` when the source's references the target's (to the one
+        row referenced; paths from several rows may converge there). None without such a key."""
+        down = self.foreign_key(target, target_column, source, source_column)
+        if down is not None:
+            return "child", down
+        up = self.foreign_key(source, source_column, target, target_column)
+        return None if up is None else ("parent", up)
 
     def references_from(self, child: str, column: str) -> list[ForeignKeyInfo]:
         """The foreign keys of ``child`` that include ``column`` (to say what it references instead)."""

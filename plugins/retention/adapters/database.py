@@ -740,10 +740,8 @@ class DatabaseAdapter:
         hops = target.hops
         steps: list[sa.ColumnElement[bool] | None] = []
         for i, hop in enumerate(hops[:-1]):
-            converging = self.schema().foreign_key(
-                hop.source, hop.source_column, hop.target, hop.target_column
-            )
-            if converging is None:
+            found = self.schema().link(hop.source, hop.source_column, hop.target, hop.target_column)
+            if found is None or found[0] == "child":
                 steps.append(None)
                 continue
             own_source = self._prefix(hops, i, full, steps)
