@@ -2,7 +2,8 @@
 
 ``retention.adapters.sftp_pipeline.Pipeline`` sends requests with ``SFTPClient._async_request``,
 reads them with ``_read_response`` (which hands each answer to ``_async_response``), and decodes
-them with ``_convert_status`` and ``SFTPAttributes._from_msg``. These tests check that the
+them with ``_convert_status`` and ``SFTPAttributes._from_msg``; it writes a burst at once and
+reads its answers in large reads by shadowing ``_write_all`` and ``_read_all``. These tests check that the
 answers it reads are the ones paramiko's public methods give, path by path and in order, over
 several bursts, relative to ``chdir`` (``_adjust_cwd``), and that the session stays usable.
 The signatures and constants are checked in ``tests/unit/test_sftp_pipeline_api.py``.
@@ -29,7 +30,7 @@ R = TypeVar("R")
 CONTRACT = (
     f"paramiko {paramiko.__version__}: Pipeline's pipelined answers (SFTPClient._async_request, "
     f"_read_response -> _async_response, _convert_status, SFTPAttributes._from_msg; checked against "
-    f"paramiko {CHECKED_AGAINST}) differ from the public methods'"
+    f"paramiko {CHECKED_AGAINST}) differ from the public methods' or are not batched"
 )
 
 
@@ -177,6 +178,41 @@ def test_many_bursts_match_every_answer_to_its_request(
             assert isinstance(answer, OSError) and answer.errno == errno.ENOENT, (CONTRACT, i)
         else:
             assert isinstance(answer, paramiko.SFTPAttributes) and answer.st_size == n, (CONTRACT, i)
+
+
+def test_a_burst_goes_out_in_few_ssh_packets_and_its_answers_in_few_reads(
+    sftp_client: paramiko.SFTPClient, archive_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 requests: their packets are written at once (``_write_all`` shadowed), not one SSH
+    packet each, and their answers come from large channel reads (``_read_all`` shadowed)."""
+    (Path(archive_root) / "f.txt").write_text("x")
+    paths = [str(Path(archive_root) / "f.txt")] * 1000
+    channel = sftp_client.get_channel()
+    assert channel is not None
+    transport = channel.get_transport()
+    assert transport is not None
+    sent: list[int] = []
+    reads: list[int] = []
+    send_message, recv = transport._send_user_message, channel.recv
+
+    def counting_send(data: Any) -> None:
+        sent.append(1)
+        send_message(data)
+
+    def counting_recv(nbytes: int) -> bytes:
+        reads.append(nbytes)
+        return recv(nbytes)
+
+    monkeypatch.setattr(transport, "_send_user_message", counting_send)
+    monkeypatch.setattr(channel, "recv", counting_recv)
+    got = Pipeline(sftp_client).lstat_many(paths)
+
+    assert all(isinstance(a, paramiko.SFTPAttributes) and a.st_size == 1 for a in got), CONTRACT
+    assert len(sent) < 50, f"{CONTRACT}: {len(sent)} SSH packets for 1,000 requests"
+    assert len(reads) < 200, f"{CONTRACT}: {len(reads)} channel reads for 1,000 answers"
+    # The session's own methods still work after a burst (nothing shadowed is left behind).
+    assert "_write_all" not in vars(sftp_client) and "_read_all" not in vars(sftp_client)
+    assert sftp_client.lstat(paths[0]).st_size == 1
 
 
 def test_the_session_stays_usable_between_bursts(sftp_client: paramiko.SFTPClient, tree: Path) -> None:

@@ -45,6 +45,8 @@ SIGNATURES: list[tuple[type, str, str]] = [
     (paramiko.SFTPClient, "_adjust_cwd", "(self, path)"),
     (paramiko.SFTPClient, "_convert_status", "(self, msg)"),
     (paramiko.SFTPAttributes, "_from_msg", "(msg, filename=None, longname=None)"),
+    (paramiko.SFTPClient, "_write_all", "(self, out)"),
+    (paramiko.SFTPClient, "_read_all", "(self, n)"),
     # The receiver protocol: paramiko's own SFTPFile implements what _Answers implements.
     (paramiko.SFTPFile, "_async_response", "(self, t, msg, num)"),
 ]
@@ -73,6 +75,16 @@ def test_read_response_hands_an_answer_to_its_receiver() -> None:
     assert re.search(r"fileobj\._async_response\(\s*t\s*,\s*msg\s*,\s*num\s*\)", source), (
         f"{_relied_on(member)}, and its source no longer has that call"
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [("_send_packet", r"self\._write_all\(\s*out\s*\)"), ("_read_packet", r"self\._read_all\(\s*4\s*\)")],
+)
+def test_packets_go_through_the_members_a_burst_shadows(method: str, call: str) -> None:
+    member = f"BaseSFTP.{method} writing or reading through self._write_all / self._read_all"
+    source = inspect.getsource(getattr(paramiko.SFTPClient, method))
+    assert re.search(call, source), f"{_relied_on(member)}, and its source no longer has that call"
 
 
 # SFTP v3 packet types (draft-ietf-secsh-filexfer-02, section 3), as paramiko.sftp names them.

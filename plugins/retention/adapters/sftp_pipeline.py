@@ -24,6 +24,13 @@ against a real OpenSSH server) fail, naming the member, when an upgrade changes 
   ``errno.ENOENT`` (no such file), ``errno.EACCES`` (permission denied) or no errno (any other
   failure), ``EOFError`` for ``SSH_FX_EOF``.
 - ``SFTPAttributes._from_msg(msg)`` (a classmethod): decodes an ``SSH_FXP_ATTRS`` answer.
+- ``BaseSFTP._write_all(out)``: writes one encoded packet to the channel (``_send_packet`` calls
+  it once per request). During a burst it is shadowed on the instance to collect the packets,
+  which then go out in one write: the channel cuts them into as few SSH packets as its window
+  allows, instead of one encrypted SSH packet (and one socket send) per request.
+- ``BaseSFTP._read_all(n)``: reads exactly ``n`` bytes (``_read_packet`` calls it twice per
+  answer). During a burst it is shadowed to serve those reads from large channel reads; the
+  answers of a burst are all the server sends, so nothing is read past them (checked).
 - ``paramiko.sftp.CMD_LSTAT`` (7), ``CMD_REMOVE`` (13), ``CMD_RMDIR`` (15), ``CMD_STATUS`` (101),
   ``CMD_ATTRS`` (105): SFTP v3's packet types, from a module paramiko does not document.
 """
@@ -47,6 +54,9 @@ R = TypeVar("R")
 Op: TypeAlias = Literal["lstat", "remove", "rmdir"]
 Answer: TypeAlias = paramiko.SFTPAttributes | None | OSError
 """Per path: its attributes (``lstat``), None (``remove``/``rmdir`` done) or the status's ``OSError``."""
+
+_READ_SIZE = 65536
+"""Bytes asked of the channel per read while answers are read (it returns what it has)."""
 
 _COMMANDS: dict[Op, int] = {"lstat": CMD_LSTAT, "remove": CMD_REMOVE, "rmdir": CMD_RMDIR}
 
@@ -117,13 +127,56 @@ class Pipeline:
         return answer
 
     def _burst(self, command: int, paths: Sequence[str]) -> list[Answer]:
-        """Send every request, then read the answers (paramiko hands each to ``_Answers`` by number)."""
+        """Send every request in one write, then read the answers in large reads (paramiko decodes
+        each and hands it to ``_Answers`` by number)."""
         client: Any = self._client
         answers = _Answers()
-        numbers = [client._async_request(answers, command, client._adjust_cwd(p)) for p in paths]
-        while len(answers.got) < len(numbers):
-            client._read_response()
+        packets: list[bytes] = []
+        client._write_all = packets.append
+        try:
+            numbers = [client._async_request(answers, command, client._adjust_cwd(p)) for p in paths]
+        finally:
+            del client._write_all
+        client._write_all(b"".join(packets))
+        reader = _Reader(client.sock)
+        client._read_all = reader.read
+        try:
+            while len(answers.got) < len(numbers):
+                client._read_response()
+        finally:
+            del client._read_all
+        if reader.pending:
+            # Nothing else is in flight on this session: more bytes would mean a lost frame.
+            raise paramiko.SFTPError(f"{reader.pending} unexpected bytes after a burst's answers")
         return [answers.result(client, n) for n in numbers]
+
+
+class _Reader:
+    """Serves paramiko's exact-size reads from large reads of the channel."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._at = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes read from the channel and not handed out."""
+        return len(self._buffer) - self._at
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; ``EOFError`` when the channel closes first (as paramiko's own)."""
+        while self.pending < n:
+            chunk = self._sock.recv(max(n - self.pending, _READ_SIZE))
+            if not chunk:
+                raise EOFError()
+            if self._at:
+                del self._buffer[: self._at]
+                self._at = 0
+            self._buffer += chunk
+        out = bytes(self._buffer[self._at : self._at + n])
+        self._at += n
+        return out
 
 
 class _Answers:
