@@ -439,6 +439,7 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
     - a child location whose ``foreign_key`` is not a real single-column foreign-key constraint
       to ``records.table(records.key)`` (the erase would follow a relation the database does
       not have, and erase other customers' rows);
+    - an identity type of ``_subject.yaml`` whose table or columns do not exist;
     - a delete that cascades (``ON DELETE CASCADE``, followed on) or sets NULL or a default
       (``SET NULL`` / ``SET DEFAULT``) into a table no policy names in a database location:
       that table's data would change without a policy, a ledger entry or a verification.
@@ -458,6 +459,14 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
                 rec = policy.records.table
                 for name in placeholders(loc.template):
                     _need_column(schema.columns(rec), rec, name, file, field)
+    for i, identity in enumerate(policy_set.subject.identities):
+        where = f"identities[{i}]"
+        _need_table(schema, identity.table, SUBJECT_FILE, f"{where}.table")
+        for field in ("column", "subject"):
+            column = getattr(identity, field)
+            _need_column(
+                schema.columns(identity.table), identity.table, column, SUBJECT_FILE, f"{where}.{field}"
+            )
 
 
 def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:

@@ -25,7 +25,6 @@ from tests.integration.api_server import ApiServer
 from tests.integration.conftest import POLICY_DIR, WorldEnv
 
 ARTIFACTS = REPO / "test-artifacts"
-IDENTITIES = REPO / "tests" / "fixtures" / "reference_identities" / "_subject.yaml"
 TIMEOUT_MS = 30_000
 CUSTOMER = 5
 VIEWER = "watcher"
@@ -79,7 +78,6 @@ def test_ops_find_a_customer_by_email_and_the_value_leaves_no_trace(
     assert typed != canary
     folder = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, folder)
-    shutil.copy(IDENTITIES, folder / "_subject.yaml")
     policies = load_policies(folder)
     rows = env.world.customer_inventory(CUSTOMER).rows
     expected = {p.id: str(len(rows[p.records.table])) for p in policies.policies}

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "include" / "retention_policies"
 WHEN = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
-SUBJECT_YAML = (REPO / "tests" / "fixtures" / "reference_identities" / "_subject.yaml").read_text()
+SUBJECT_YAML = (POLICY_DIR / "_subject.yaml").read_text()
 
 # id -> (e-mail, phone) as stored; what each customer's records are (table -> rows)
 CUSTOMERS = {
@@ -144,6 +144,14 @@ def test_a_phone_number_is_compared_by_its_digits(business: Engine, policies: Po
     assert found.matches[0].held == expected_held(policies, 1)
     # digits are compared exactly: without the country code it is another number
     assert find_subjects(business, policies, "phone", "20 12 34 56").matches == ()
+
+
+def test_a_customer_number_is_found_as_printed_on_a_letter(business: Engine, policies: PolicySet) -> None:
+    found = find_subjects(business, policies, "customer_no", " AK-000003 ")  # copied with spaces
+    assert [m.subject for m in found.matches] == ["3"]
+    assert found.matches[0].held == expected_held(policies, 3)
+    with pytest.raises(TerminalError):
+        find_subjects(business, policies, "customer_no", "ak-000003")  # not the printed form
 
 
 def test_no_match_is_an_empty_answer(business: Engine, policies: PolicySet) -> None:

@@ -7,6 +7,7 @@ indexes), reflects it with ``reflect_schema`` and checks policies against it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,19 @@ def test_the_reference_world_and_the_shipped_policies_pass(empty_db: Engine) -> 
     create_schema(empty_db)
     check_against_schema(load_policies(POLICY_DIR), reflect_schema(empty_db))
     assert validate(POLICY_DIR, empty_db.url.render_as_string(hide_password=False)).ids
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("table", "clients"), ("column", "mail"), ("subject", "client_id")]
+)
+def test_an_identity_type_the_schema_lacks_is_refused(empty_db: Engine, field: str, value: str) -> None:
+    create_schema(empty_db)
+    shipped = load_policies(POLICY_DIR)
+    email = shipped.subject.identities[0].model_copy(update={field: value})
+    subject = shipped.subject.model_copy(update={"identities": [email]})
+    e = refused(empty_db, dataclasses.replace(shipped, subject=subject))
+    assert (e.file, e.field) == ("_subject.yaml", f"identities[0].{field}")
+    assert repr(value) in str(e)
 
 
 def test_an_empty_database_refuses_the_policies_naming_the_table(empty_db: Engine) -> None:

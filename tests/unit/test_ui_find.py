@@ -8,6 +8,7 @@ world's canaries: they must not come back in a response, a cookie, a header or a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Iterator
@@ -30,7 +31,6 @@ from tests.unit.test_ui_app import Node, dom
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "include" / "retention_policies"
-IDENTITIES = REPO / "tests" / "fixtures" / "reference_identities" / "_subject.yaml"
 CUSTOMER = 7
 
 
@@ -52,7 +52,6 @@ def find_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FindWorld]:
     engine.dispose()
     folder = root / "policies"
     shutil.copytree(POLICY_DIR, folder)
-    shutil.copy(IDENTITIES, folder / "_subject.yaml")
     yield FindWorld(url, world, load_policies(folder))
 
 
@@ -137,7 +136,8 @@ def test_the_form_posts_the_value_and_never_prefills_it(client: TestClient, ops:
     assert form.attrs["method"] == "post" and form.attrs["action"] == "/find"
     assert form.attrs["autocomplete"] == "off"
     options = {o.attrs["value"]: o.text() for o in form.find_all("option")}
-    assert options == {"email": "e-mail address", "phone": "phone number"}
+    declared = load_policies(POLICY_DIR).subject.identities
+    assert options == {i.name: i.description for i in declared} and "email" in options
     value = form.one("input", name="value")
     assert value.attrs["type"] == "text" and value.attrs["value"] == ""
     assert value.attrs["autocomplete"] == "off" and value.attrs["spellcheck"] == "false"
@@ -306,8 +306,9 @@ def test_only_a_small_url_encoded_form_with_its_own_fields_is_read(
 
 
 def test_without_identity_types_the_page_says_so(find_world: FindWorld, ops: dict[str, str]) -> None:
-    no_identities = load_policies(POLICY_DIR)
-    assert not no_identities.subject.identities
+    shipped = load_policies(POLICY_DIR)
+    bare = shipped.subject.model_copy(update={"identities": []})
+    no_identities = dataclasses.replace(shipped, subject=bare)
     with TestClient(app_for(find_world, policies_factory=lambda: no_identities)) as client:
         response = client.get("/find", headers=ops)
         assert response.status_code == 200
