@@ -243,6 +243,22 @@ def test_path_rows_are_reached_before_the_records_are_deleted(shop: Engine) -> N
     assert addresses[23] == ("Home and ship", "Skive")  # customer 3's home
 
 
+def test_shared_anonymise_deletes_own_rows_and_anonymises_shared_ones(shop: Engine) -> None:
+    """Customer 1's orders: deleted, except order 100, which a note references: anonymised."""
+    via = ["customers.id -> orders.customer_id"]
+    fields = {"shipping_address_id": {"strategy": "null"}}
+    category = customers_category(
+        "shop_orders_of", "orders", via, action="delete", shared="anonymise", fields=fields
+    )
+    ps = policy_set(category)
+    result = execute_step(ps.policies[0], "database", context(shop, ps, mode="subject", subject="1"))
+    orders = rows(shop, "orders")
+    assert sorted(orders) == [100, 200]
+    assert orders[100][1] is None  # anonymised, kept for the note that references it
+    assert orders[200][1] == 21  # customer 2's order untouched
+    assert result.erased == 4 and result.remaining == 0
+
+
 def test_shared_erase_anonymises_shared_rows_too(shop: Engine) -> None:
     ps = policy_set(customers_policy(shared="erase"))
     execute_step(ps.policies[0], "database", context(shop, ps, mode="subject", subject="1"))

@@ -648,8 +648,14 @@ class DatabaseAdapter:
         if target.action == "delete":
             self.statements += 1
             return int(conn.execute(sa.delete(t).where(*where)).rowcount)
+        return self._anonymise(conn, t, target, where)
+
+    def _anonymise(
+        self, conn: Connection, t: sa.Table, target: TableTarget, where: Sequence[sa.ColumnElement[bool]]
+    ) -> int:
+        """Replace the target's fields in the rows ``where`` selects: one UPDATE, or keyed pseudonyms."""
         if any(rule.strategy == "pseudonym" for rule in target.fields.values()):
-            return self._pseudonymise(conn, t, target, where)
+            return self._pseudonymise(conn, t, target, list(where))
         values = {name: _replacement(rule) for name, rule in target.fields.items()}
         self.statements += 1
         return int(conn.execute(sa.update(t).where(*where).values(**values)).rowcount)
@@ -815,11 +821,7 @@ class DatabaseAdapter:
         """``shared: anonymise`` on a delete location: the shared rows the batch reaches are anonymised."""
         t = self.table(target.table)
         where = [*self._shared_reached(target, conds, holds), self._needs_anonymising(t, target.fields)]
-        if any(rule.strategy == "pseudonym" for rule in target.fields.values()):
-            return self._pseudonymise(conn, t, target, where)
-        values = {name: _replacement(rule) for name, rule in target.fields.items()}
-        self.statements += 1
-        return int(conn.execute(sa.update(t).where(*where).values(**values)).rowcount)
+        return self._anonymise(conn, t, target, where)
 
     def _verify_path(self, target: TableTarget, holds: HoldSet) -> VerifyOutcome:
         """Looking again at a path target: what the selection reaches and should be gone (or
