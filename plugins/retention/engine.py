@@ -26,6 +26,8 @@ from typing import Any
 
 from retention import stores
 from retention.adapters.base import (
+    PATH_KEY,
+    PATH_SUBJECT,
     Batch,
     EraseOutcome,
     HoldSet,
@@ -44,7 +46,7 @@ from retention.clock import cutoff_for, until_for
 from retention.errors import EraseFailedError, TerminalError, UnsafeTargetError, VerificationError
 from retention.keeps import KeptRecords
 from retention.ledger import Ledger, LedgerEntry
-from retention.locations import AnyLocation, DatabaseLocation, FileLocation, S3Location
+from retention.locations import AnyLocation, DatabaseLocation, FileLocation, Hop, S3Location
 from retention.paths import render
 from retention.policy import Policy, PolicySet
 from retention.pseudonym import pseudonymise
@@ -151,16 +153,26 @@ def targets_for(
     db = ctx.database
     out: list[tuple[str, Any]] = []
     for loc in policy.locations_in(store):
+        hops, key_field, subject_field = _record_fields(policy, loc)
 
-        def records(columns: Sequence[str], template: str | None = loc.template) -> RecordSource:
-            source: RecordSource = lambda: db.iter_records(sel, columns)  # noqa: E731
-            return source if template is None else _safe(source, template, sel.key, unsafe)
+        def records(
+            columns: Sequence[str],
+            template: str | None = loc.template,
+            hops: tuple[Hop, ...] = hops,
+            key_field: str | None = key_field,
+        ) -> RecordSource:
+            if hops:
+                source: RecordSource = lambda: db.iter_path_records(sel, hops, columns)  # noqa: E731
+            else:
+                source = lambda: db.iter_records(sel, columns)  # noqa: E731
+            return source if template is None else _safe(source, template, key_field, unsafe)
 
         inputs = stores.TargetInputs(
             category=policy.id,
             selection=sel,
             records=records,
-            subject_field=policy.records.subject,
+            subject_field=subject_field,
+            key_field=key_field,
             holds=ctx.hold_source(policy.id),
             pseudonym_key=ctx.pseudonym_key,
             shared=not_shared if isinstance(loc, DatabaseLocation) else _shared_check(loc, ctx),
@@ -173,6 +185,23 @@ def targets_for(
         )
         out.append((location_label(loc), stores.build_target(loc, inputs)))
     return out
+
+
+def _record_fields(policy: Policy, loc: AnyLocation) -> tuple[tuple[Hop, ...], str | None, str]:
+    """A location's path from the records (none: the records name its items), and the fields of a
+    streamed record holding the record's key and its subject.
+
+    The key is what a kept item keeps: the records whose rows must stay so that the item stays
+    named. Through a path, that is so only where the category also erases the rows that name the
+    item (the path's last table is one of its database locations); rows it only reads name the
+    item still, so a kept item then keeps only itself (key field None).
+    """
+    rec = policy.records
+    if isinstance(loc, DatabaseLocation) or not loc.via:
+        return (), rec.key, rec.subject
+    hops = loc.hops(rec.table)
+    erased_here = hops[-1].target in {d.table for d in policy.database_locations()}
+    return hops, PATH_KEY if erased_here else None, PATH_SUBJECT
 
 
 def _shared_check(loc: FileLocation, ctx: RunContext) -> SharedCheck:
@@ -192,7 +221,8 @@ def _shared_check(loc: FileLocation, ctx: RunContext) -> SharedCheck:
         if keys:
             for policy, other in namers:
                 holds = ctx.hold_source(policy.id)()
-                blocked |= db.naming_not_erasable(selection_for(policy, ctx), holds, other.template, keys)
+                sel = selection_for(policy, ctx)
+                blocked |= db.naming_not_erasable(sel, holds, other.template, keys, other.hops(sel.table))
         return frozenset(blocked)
 
     return check
@@ -205,8 +235,9 @@ def _place(loc: FileLocation, ctx: RunContext) -> tuple[str, str]:
     return loc.store, ctx.roots.get(loc.store, "")
 
 
-def _safe(source: RecordSource, template: str, key: str, unsafe: set[str] | None) -> RecordSource:
-    """``source`` without the records whose ``template`` renders unsafely; their keys go to ``unsafe``."""
+def _safe(source: RecordSource, template: str, key: str | None, unsafe: set[str] | None) -> RecordSource:
+    """``source`` without the records whose ``template`` renders unsafely; their keys (in field
+    ``key``, if any) go to ``unsafe``."""
 
     def records() -> Iterator[Sequence[Record]]:
         for batch in source():
@@ -215,7 +246,7 @@ def _safe(source: RecordSource, template: str, key: str, unsafe: set[str] | None
                 try:
                     render(template, record)
                 except UnsafeTargetError:
-                    if unsafe is not None:
+                    if unsafe is not None and key is not None:
                         unsafe.add(str(record.get(key)))
                     continue
                 safe.append(record)
@@ -243,7 +274,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
     # Child tables hold rows of these records, not records: -1 says "rows of the records above".
     locations = {
         location_label(loc): -1
-        if isinstance(loc, DatabaseLocation) and (loc.foreign_key or loc.via)
+        if loc.via or (isinstance(loc, DatabaseLocation) and loc.foreign_key)
         else records
         for loc in policy.locations
     }

@@ -91,7 +91,26 @@ def parse_path(hops: Sequence[str], start: str, end: str) -> tuple[Hop, ...]:
     return parsed
 
 
-class DatabaseLocation(Strict):
+class _Reaching(Strict):
+    """A location whose rows (or, for files, whose naming rows) may be reached through a path."""
+
+    via: list[str] | None = None
+    """The join path from the records table to the location's table: hops
+    ``table.column -> table.column``, each a real foreign key (either direction); tables in
+    between are only read."""
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, v: list[str] | None) -> list[str] | None:
+        for i, hop in enumerate(v or ()):
+            try:
+                Hop.parse(hop)
+            except ValueError as e:
+                raise ValueError(f"via[{i}]: {e}") from None
+        return v
+
+
+class DatabaseLocation(_Reaching):
     """A table of the business database: the records table itself, a child referencing it
     (``foreign_key``), or a table reached from the records through a path of references (``via``)."""
 
@@ -99,9 +118,6 @@ class DatabaseLocation(Strict):
     table: Identifier
     foreign_key: Identifier | None = None
     """For a child table: its column referencing the records table's key (a one-hop ``via``)."""
-    via: list[str] | None = None
-    """The join path from the records table to ``table``: hops ``table.column -> table.column``,
-    each a real foreign key (either direction); tables in between are only read."""
     shared: Literal["keep", "erase", "anonymise"] = "keep"
     """Rows also reached from records that are not erased now (another customer's, or not due):
     ``keep`` them (default), ``erase`` them too (action anonymise only), or ``anonymise`` them
@@ -124,12 +140,6 @@ class DatabaseLocation(Strict):
             )
         if self.via is not None and self.foreign_key is not None:
             raise ValueError("give either 'foreign_key' (a child table) or 'via' (a path), not both")
-        if self.via is not None:
-            for i, hop in enumerate(self.via):
-                try:
-                    Hop.parse(hop)
-                except ValueError as e:
-                    raise ValueError(f"via[{i}]: {e}") from None
         return self
 
     def hops(self, records_table: str, records_key: str) -> tuple[Hop, ...]:
@@ -148,7 +158,22 @@ class DatabaseLocation(Strict):
         return f"table:{self.table}"
 
 
-class S3Location(Strict):
+class _Named(_Reaching):
+    """Items named by a template filled from the records' columns, or, with ``via``, from the
+    columns of the rows the records reach through the path (an order's document, say)."""
+
+    def hops(self, records_table: str) -> tuple[Hop, ...]:
+        """The path from the records table to the rows whose columns fill the template (none: the records)."""
+        if not self.via:
+            return ()
+        return parse_path(self.via, records_table, self.naming_table(records_table))
+
+    def naming_table(self, records_table: str) -> str:
+        """The table whose columns fill the template: the path's last table, or the records table."""
+        return Hop.parse(self.via[-1]).target if self.via else records_table
+
+
+class S3Location(_Named):
     """Objects in a bucket, every version: a key template filled from each record."""
 
     store: Literal["s3"]
@@ -169,7 +194,7 @@ class S3Location(Strict):
         return f"s3:{self.bucket}/{self.key}"
 
 
-class _TreeLocation(Strict):
+class _TreeLocation(_Named):
     """Files under a root directory, named by a path template filled from each record."""
 
     path: str

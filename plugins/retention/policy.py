@@ -188,13 +188,15 @@ class Policy(Strict):
         rec = self.records.table
         if not any(loc.table == rec and loc.foreign_key is None and loc.via is None for loc in db):
             raise ValueError(f"locations must include the records table {rec!r} itself (store: database)")
-        seen: set[str] = set()
+        tables = [loc.table for loc in db]
+        for table in tables:
+            if tables.count(table) > 1:
+                raise ValueError(f"table {table!r} appears in two database locations")
         for i, loc in enumerate(self.locations):
             if isinstance(loc, DatabaseLocation):
-                if loc.table in seen:
-                    raise ValueError(f"table {loc.table!r} appears in two database locations")
-                seen.add(loc.table)
                 _check_database_location(loc, i, rec)
+            else:
+                _check_file_location(loc, i, rec)
         if self.retention.anchor_via is not None:
             try:
                 parse_path(self.retention.anchor_via, rec, _last_table(self.retention.anchor_via))
@@ -214,12 +216,6 @@ class Policy(Strict):
     def anchor_table(self) -> str:
         path = self.anchor_path()
         return path[-1].target if path else self.records.table
-
-    def template_columns(self) -> set[str]:
-        cols: set[str] = set()
-        for loc in self.file_locations():
-            cols.update(placeholders(loc.template))
-        return cols
 
     def file_locations(self) -> list[FileLocation]:
         """The locations whose items the records name through a template."""
@@ -254,6 +250,15 @@ def _check_database_location(loc: DatabaseLocation, i: int, records_table: str) 
     if loc.via is not None:
         try:
             parse_path(loc.via, records_table, loc.table)
+        except ValueError as e:
+            raise ValueError(f"locations[{i}].via: {e}") from None
+
+
+def _check_file_location(loc: FileLocation, i: int, records_table: str) -> None:
+    """A template filled from the records, or from the rows a path (``via``) reaches from them."""
+    if loc.via is not None:
+        try:
+            parse_path(loc.via, records_table, loc.naming_table(records_table))
         except ValueError as e:
             raise ValueError(f"locations[{i}].via: {e}") from None
 
@@ -456,9 +461,10 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
                     _check_cascades(loc.table, schema, named, file, f"{where}.action")
             else:
                 field = f"{where}.{'key' if isinstance(loc, S3Location) else 'path'}"
-                rec = policy.records.table
+                check_path(loc.hops(policy.records.table), schema, file, f"{where}.via")
+                table = loc.naming_table(policy.records.table)
                 for name in placeholders(loc.template):
-                    _need_column(schema.columns(rec), rec, name, file, field)
+                    _need_column(schema.columns(table), table, name, file, field)
     for i, identity in enumerate(policy_set.subject.identities):
         where = f"identities[{i}]"
         _need_table(schema, identity.table, SUBJECT_FILE, f"{where}.table")
@@ -575,6 +581,8 @@ def explain_paths(policy_set: PolicySet, schema: SchemaInfo) -> list[str]:
         for i, loc in enumerate(policy.locations):
             if isinstance(loc, DatabaseLocation) and loc.table != rec.table:
                 paths.append((f"locations[{i}]", loc.hops(rec.table, rec.key)))
+            elif not isinstance(loc, DatabaseLocation) and loc.via:
+                paths.append((f"locations[{i}]", loc.hops(rec.table)))
         if policy.retention.anchor_via is not None:
             paths.append(("retention.anchor_via", policy.anchor_path()))
         for where, hops in paths:

@@ -61,8 +61,13 @@ class TargetInputs:
     selection: RowSelection
     """The records the run acts on in this category."""
     records: Callable[[Sequence[str]], RecordSource]
-    """Columns -> a source streaming the selected records with those columns (and the subject)."""
+    """Columns -> a source streaming the selected records with those columns (and their key and
+    subject, under ``key_field`` and ``subject_field``)."""
     subject_field: str
+    """The field of a streamed record that holds its subject."""
+    key_field: str | None
+    """The field of a streamed record that holds the record's key: a kept item keeps that record
+    (None: a kept item keeps only itself)."""
     holds: HoldSource
     pseudonym_key: bytes
     shared: SharedCheck

@@ -650,6 +650,7 @@ def test_build_target_takes_the_configured_root(share: Path) -> None:
             selection=selection,
             records=columns,
             subject_field="customer_id",
+            key_field="id",
             holds=no_holds,
             shared=not_shared,
             pseudonym_key=b"k" * 32,

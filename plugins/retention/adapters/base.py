@@ -24,10 +24,16 @@ from typing import Any, Generic, Protocol, TypeVar
 from retention.results import Reason
 
 Record = Mapping[str, Any]
-"""One row of a policy's primary table: the columns its templates use, and its subject."""
+"""One row of a policy's primary table (or of a table its records reach through a path): the
+columns its templates use, and the record's key and subject."""
 
 RecordSource = Callable[[], Iterator[Sequence[Record]]]
 """Streams the selected records in batches; called again (from the start) to verify."""
+
+PATH_KEY = "@record"
+PATH_SUBJECT = "@subject"
+"""For a location reached through a path, the fields of a streamed row that carry the key and the
+subject of the record reaching it (not column names: the row's own columns may share them)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,17 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, OperationalError
 
-from retention.adapters.base import Batch, EraseOutcome, HoldSet, HoldSource, Record, VerifyOutcome, no_holds
+from retention.adapters.base import (
+    PATH_KEY,
+    PATH_SUBJECT,
+    Batch,
+    EraseOutcome,
+    HoldSet,
+    HoldSource,
+    Record,
+    VerifyOutcome,
+    no_holds,
+)
 from retention.clock import Cutoff
 from retention.dberrors import db_errors
 from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
@@ -390,15 +400,25 @@ class DatabaseAdapter:
         return VerifyOutcome(remaining=remaining, kept=kept, referenced=self._count_referenced(target, holds))
 
     def naming_not_erasable(
-        self, selection: RowSelection, holds: HoldSet, template: str, keys: Sequence[str]
+        self,
+        selection: RowSelection,
+        holds: HoldSet,
+        template: str,
+        keys: Sequence[str],
+        hops: Sequence[Hop] = (),
     ) -> set[str]:
         """Of ``keys``, those that a record of ``selection``'s table names through ``template``
         (exactly, or through a prefix for a directory template) although the selection, with the
         holds, would not erase it now. Set-based: the keys are read back into column values
         (``paths.parses``), looked up in one indexed query a chunk, and the rows found rendered again.
+
+        With ``hops`` the template is filled from the rows of the path's last table: a row names
+        for the records that reach it, so it may go only if records the selection erases reach it
+        and no other record does (a row no record reaches names for no one that may go: it stays).
         """
+        table = hops[-1].target if hops else selection.table
         names = list(dict.fromkeys(placeholders(template)))
-        cols = [self.column(selection.table, n) for n in names]
+        cols = [self.column(table, n) for n in names]
         exact = not is_prefix(template)
         candidates: set[tuple[Any, ...]] = set()
         for key in keys:
@@ -413,13 +433,18 @@ class DatabaseAdapter:
         if not candidates:
             return set()
         conds = self._selection_conditions(selection, holds)
-        erasable = sa.and_(*conds) if conds else sa.true()
+        erasable: sa.ColumnElement[bool] = sa.func.coalesce(
+            sa.and_(*conds) if conds else sa.true(), sa.false()
+        )
+        if hops:
+            others = sa.func.coalesce(self.reach(hops, [sa.not_(erasable)]), sa.false())
+            erasable = sa.and_(sa.func.coalesce(self.reach(hops, [erasable]), sa.false()), sa.not_(others))
         found: list[tuple[Any, ...]] = []
         ordered = sorted(candidates, key=repr)
         for start in range(0, len(ordered), 500):
             chunk = ordered[start : start + 500]
             match = cols[0].in_([c[0] for c in chunk]) if len(cols) == 1 else sa.tuple_(*cols).in_(chunk)
-            q = sa.select(*cols).where(match, sa.not_(sa.func.coalesce(erasable, sa.false())))
+            q = sa.select(*cols).where(match, sa.not_(erasable))
             found += self._run(lambda c, q=q: [tuple(r) for r in c.execute(q)])
         return _named_keys(template, names, found, keys, exact)
 
@@ -507,6 +532,54 @@ class DatabaseAdapter:
                 return
             yield rows
             last = rows[-1][selection.key]
+
+    def iter_path_records(
+        self, selection: RowSelection, hops: Sequence[Hop], columns: Sequence[str]
+    ) -> Iterator[list[Record]]:
+        """Stream the rows the selected records reach through ``hops`` (held ones included), with the
+        named columns of the path's last table and, under ``PATH_KEY`` and ``PATH_SUBJECT``, the key
+        and subject of the record reaching them: a row reached from two records comes once per record.
+
+        Rows with NULL in any of ``columns`` are left out, and so are records whose path stops at a
+        NULL reference: they name nothing there. Batches are ranges of the records' key.
+        """
+        rec = self.table(selection.table)
+        key = rec.c[selection.key]
+        joined: sa.FromClause = rec
+        at: sa.FromClause = rec
+        for i, hop in enumerate(hops):
+            # Aliased: the selection's own subqueries (an anchor path) never correlate with the join.
+            step = self.table(hop.target).alias(f"path_{i}")
+            joined = joined.join(step, at.c[hop.source_column] == step.c[hop.target_column])
+            at = step
+        wanted = list(dict.fromkeys(columns))
+        for name in wanted:
+            self.column(hops[-1].target, name)
+        cols = [
+            key.label(PATH_KEY),
+            rec.c[selection.subject_column].label(PATH_SUBJECT),
+            *(at.c[name] for name in wanted),
+        ]
+        conds = self._selection_conditions(selection, HoldSet())
+        named = [at.c[name].is_not(None) for name in wanted]
+        last: Any = None
+        while True:
+            kq = sa.select(key).where(*conds).order_by(key).limit(self.batch_size)
+            if last is not None:
+                kq = kq.where(key > last)
+            keys = self._run(lambda c, q=kq: [r[0] for r in c.execute(q)])
+            if not keys:
+                return
+            q = (
+                sa.select(*cols)
+                .select_from(joined)
+                .where(*conds, key >= keys[0], key <= keys[-1], *named)
+                .order_by(key)
+            )
+            rows = self._run(lambda c, q=q: [dict(r._mapping) for r in c.execute(q)])
+            if rows:
+                yield rows
+            last = keys[-1]
 
     # -- SQL building -----------------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def build_target(location: S3Location, inputs: TargetInputs) -> S3Target:
         records=inputs.records(placeholders(location.key)),
         subject_field=inputs.subject_field,
         holds=inputs.holds,
-        key_field=inputs.selection.key,
+        key_field=inputs.key_field,
         shared=inputs.shared,
     )
 

@@ -100,7 +100,7 @@ def build_tree_target(location: SftpLocation | FilesystemLocation, inputs: Targe
         records=inputs.records(placeholders(location.path)),
         subject_field=inputs.subject_field,
         holds=inputs.holds,
-        key_field=inputs.selection.key,
+        key_field=inputs.key_field,
         shared=inputs.shared,
     )
 
