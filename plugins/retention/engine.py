@@ -279,6 +279,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         for loc in policy.locations
     }
     why = cap_exceeded(policy, records, total) if ctx.mode == "due" else None
+    clocked = ctx.mode == "due" and policy.retention.has_clock
     return CategoryPlan(
         category=policy.id,
         stores=tuple(policy.stores()),
@@ -291,6 +292,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         dry_run=ctx.dry_run,
         kept_by_law=kept_by_law(policy, ctx) if ctx.mode == "subject" else None,
         on_request_only=ctx.mode == "due" and not policy.retention.has_clock,
+        undated=db.count_undated(sel, holds) if clocked else 0,
     )
 
 

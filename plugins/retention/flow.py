@@ -127,10 +127,11 @@ def plan(ctx: RunContext, category: str) -> CategoryPlan:
     if planned.on_request_only:
         log.info("plan category=%s has no retention clock: erased on request only, none due", category)
     log.info(
-        "plan category=%s records=%s held=%s needs_approval=%s",
+        "plan category=%s records=%s held=%s undated=%s needs_approval=%s",
         category,
         planned.records,
         planned.held,
+        planned.undated,
         planned.needs_approval,
     )
     return planned
@@ -435,6 +436,7 @@ def finish(
         proof=proof,
         backlog=backlog,
         persistent=persistent,
+        undated={c: p.undated for c, p in sorted((plans or {}).items()) if p is not None and p.undated},
     )
     totals = summary.totals
     # Written in a dry run too: the ledger shows that the run happened and what it found.
@@ -461,6 +463,7 @@ def finish(
                 "chain_ok": proof.chain_ok,
                 "chain_checked": proof.chain_checked,
                 "backlog": {c: {r.value: n for r, n in reasons.items()} for c, reasons in backlog.items()},
+                "undated": dict(summary.undated),
             },
         )
     )

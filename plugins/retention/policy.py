@@ -453,6 +453,7 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
     for policy in policy_set.policies:
         file = policy_set.sources[policy.id]
         _check_records(policy, schema, file)
+        _check_cycles(policy, schema, file)
         for i, loc in enumerate(policy.locations):
             where = f"locations[{i}]"
             if isinstance(loc, DatabaseLocation):
@@ -589,6 +590,33 @@ def explain_paths(policy_set: PolicySet, schema: SchemaInfo) -> list[str]:
             for link in check_path(hops, schema, file, where):
                 lines.append(f"{policy.id} {where}: {link.describe()}")
     return lines
+
+
+def _check_cycles(policy: Policy, schema: SchemaInfo, file: str) -> None:
+    """Refuse deletes from tables whose rows reference each other (a row of a table referencing
+    another row of it, or two tables referencing each other) through constraints that keep the
+    referencing rows: no order of deletes can succeed once two due rows reference each other."""
+    where = {loc.table: i for i, loc in enumerate(policy.locations) if isinstance(loc, DatabaseLocation)}
+    deleted = {loc.table for loc in policy.database_locations() if loc.action == "delete"}
+    graph: dict[str, set[str]] = {t: set() for t in deleted}
+    constraint: dict[tuple[str, str], str] = {}
+    for parent in sorted(deleted):
+        for child, fk in schema.referencing(parent):
+            if child in deleted and not fk.changes_rows:
+                graph[child].add(parent)
+                constraint.setdefault((child, parent), f"{fk.describe(child)} ON DELETE {fk.ondelete}")
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        cycle: list[str] = e.args[1]
+        links = ", ".join(constraint[(a, b)] for a, b in zip(cycle, cycle[1:], strict=False))
+        raise PolicyError(
+            file,
+            f"locations[{where[cycle[0]]}].action",
+            f"rows of {' and '.join(sorted(set(cycle)))} may reference each other ({links}): once two "
+            "due rows do, no order of deletes succeeds. Anonymise instead of deleting, or make one "
+            "constraint ON DELETE SET NULL",
+        ) from None
 
 
 def _check_cascades(table: str, schema: SchemaInfo, named: set[str], file: str, field: str) -> None:

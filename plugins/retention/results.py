@@ -204,6 +204,10 @@ class CategoryPlan:
     """Set when ``needs_approval``: the form's subject and body."""
     on_request_only: bool = False
     """A nightly plan of a category without a retention clock: nothing is due by age."""
+    undated: int = 0
+    """A nightly plan: records (not held) with no date to count from: a NULL anchor (an event that
+    has not happened: an open job, an active consent) or, through ``anchor_via``, a NULL reference
+    (an orphaned row) or no dated row at all. Never due by age; reported, never guessed."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,8 @@ class RunSummary:
     """Category -> reason -> due items (rows, object versions, files) left behind in this run."""
     persistent: tuple[str, ...] = ()
     """``category:reason`` backlogs, other than lawful keeps, left behind in consecutive nightly runs."""
+    undated: Mapping[str, int] = field(default_factory=dict)
+    """Category -> records with no date to count from (see ``CategoryPlan.undated``): never due by age."""
 
 
 def backlog_of(

@@ -331,6 +331,8 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
     for category, reasons in summary.backlog.items():
         left = " ".join(f"{reason.value}={n}" for reason, n in reasons.items())
         log.info("SUMMARY category=%s due but not erased: %s", category, left)
+    for category, n in summary.undated.items():
+        log.info("SUMMARY category=%s never due by age: %s records without a date to count from", category, n)
     log.info(
         "SUMMARY run=%s erased=%s anonymised=%s kept=%s failed=%s chain_ok=%s",
         summary.run_id,

@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import Engine
 
 from harness.context import engine_context
+from retention import flow
 from retention.adapters.database import reflect_schema
 from retention.engine import execute_step, plan_category
 from retention.errors import PolicyError
@@ -313,6 +314,26 @@ def test_a_table_without_a_date_is_dated_through_its_parent(shop: Engine) -> Non
     assert result.erased == 1
 
 
+def test_the_nightly_plan_counts_records_without_a_date_to_count_from(shop: Engine) -> None:
+    """Note 3 has no order (a NULL reference): never due, and the plan says how many such records
+    there are; so does a record whose own anchor is NULL. A held record (note 4) is not counted."""
+    with shop.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO order_notes (id, order_id, customer_id, body) VALUES (4, NULL, 3, 'orphan')"
+        )
+        conn.exec_driver_sql("UPDATE customers SET created_at = NULL WHERE id IN (4, 5)")
+    HoldRegistry(shop).add(subject="3", reason="dispute")
+    ps = policy_set(notes_policy(), home_policy())
+    nightly = context(shop, ps)
+    notes, homes = (plan_category(p, nightly) for p in ps.policies)
+    assert (notes.undated, notes.records) == (1, 1)
+    assert (homes.undated, homes.records) == (2, 2)  # customers 4 and 5; 1 and 2 are due
+    assert plan_category(ps.policies[0], context(shop, ps, mode="subject", subject="2")).undated == 0
+    summary = flow.run_all(context(shop, ps)).summary
+    assert summary is not None and summary.undated == {"shop_homes": 2, "shop_order_notes": 1}
+    assert Ledger(shop).summaries(1, mode="due")[0]["undated"] == dict(summary.undated)
+
+
 def test_a_category_without_a_clock_is_erased_on_request_only(shop: Engine) -> None:
     ps = policy_set(support_policy())
     nightly = context(shop, ps)
@@ -361,6 +382,31 @@ def test_deleting_rows_the_path_references_is_refused(shop: Engine) -> None:
     err = _refused(shop, customers_category("shop_delete_home", "addresses", home, action="delete"))
     assert err.field == "locations[1].action"
     assert "use anonymise" in str(err)
+
+
+def test_deleting_rows_that_reference_each_other_is_refused_naming_the_cycle(shop: Engine) -> None:
+    """A customer referred by another (a self-reference) cannot be deleted while the other stays
+    and the two cannot be deleted in any order once they reference each other: refused up front."""
+    with shop.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE support_notes ADD COLUMN answer_to INTEGER REFERENCES support_notes(id)"
+        )
+    error = _refused(shop, support_policy())
+    assert (error.file, error.field) == ("shop_support.yaml", "locations[0].action")
+    assert "support_notes.answer_to -> support_notes.id ON DELETE NO ACTION" in str(error)
+    assert "make one constraint ON DELETE SET NULL" in str(error)
+    anonymised = _policy(
+        "shop_support",
+        {"table": "support_notes", "key": "id", "subject": "customer_id"},
+        {"counts_from": "on_request_only", "event": "the customer's request"},
+        {
+            "store": "database",
+            "table": "support_notes",
+            "action": "anonymise",
+            "fields": {"body": {"strategy": "redact"}},
+        },
+    )
+    check_against_schema(policy_set(anonymised), reflect_schema(shop))
 
 
 @pytest.mark.parametrize(

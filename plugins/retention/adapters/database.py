@@ -13,6 +13,7 @@ makes it idempotent and lets ``verify`` prove it by counting what is left.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import re
@@ -489,6 +490,21 @@ class DatabaseAdapter:
         t = self.table(selection.table)
         conds = self._selection_conditions(selection, holds or HoldSet())
         q = sa.select(sa.func.count()).select_from(t).where(*conds)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
+
+    def count_undated(self, selection: RowSelection, holds: HoldSet) -> int:
+        """How many records (not held) have no date to count from: a NULL anchor or, through the
+        anchor's path, a NULL reference, no row reached, or a NULL date on a row reached."""
+        anchor_table = selection.anchor_path[-1].target if selection.anchor_path else selection.table
+        anchor = self.column(anchor_table, selection.anchor)
+        undated: sa.ColumnElement[bool] = anchor.is_(None)
+        if selection.anchor_path:
+            dated = sa.func.coalesce(self._back(selection.anchor_path, [anchor.is_not(None)]), sa.false())
+            missing = sa.func.coalesce(self._back(selection.anchor_path, [anchor.is_(None)]), sa.false())
+            undated = sa.or_(sa.not_(dated), missing)
+        conds = self._selection_conditions(dataclasses.replace(selection, cutoff=None), holds)
+        t = self.table(selection.table)
+        q = sa.select(sa.func.count()).select_from(t).where(*conds, undated)
         return int(self._run(lambda c: c.execute(q).scalar_one()))
 
     def total(self, table: str) -> int:
