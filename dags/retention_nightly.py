@@ -69,6 +69,11 @@ nights in a row fails `finish_nightly` naming `category:reason`:
 - `rejected`, `no_answer`: answer the approval, or change the cap.
 - `no_plan`, `over_cap`, `files_unverified`, `failed`: see the failed task's log.
 
+Records with no date to count from are never due by age and are counted apart, in the run
+summary's `undated` and a line `SUMMARY category=... never due by age`: an event that has not
+happened yet (an open job, an active consent) is expected; an orphaned row (a NULL reference
+on the anchor's path) or a missing date is a data error to correct in the business system.
+
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
 `category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is

@@ -306,7 +306,11 @@ class Plan:
         for row_id, cid, p in self._rows_per_customer("third_party_data"):
             fate = self._fate(rng, cid)
             received = self._instant(rng, "third_party_data", fate is Fate.DUE)
-            notified = received + timedelta(days=rng.randint(1, 30)) if rng.random() < 0.7 else None
+            # Nearly always told within the 10 days the privacy policy promises; a few late, a few
+            # never: the deadline watch (retention.watch) has something to find.
+            late = rng.random()
+            days = rng.randint(1, 9) if late < 0.97 else rng.randint(12, 30)
+            notified = received + timedelta(days=days) if late < 0.985 else None
             if notified is not None and notified > self.now - _LATEST:
                 notified = None
             description = f"{rng.choice(words.THIRD_PARTY_FACTS).capitalize()} om {p.name}."
@@ -351,6 +355,8 @@ class Plan:
                 rng.choice(words.PRIVACY_REQUEST_KINDS),
                 received,
                 completed,
+                None,  # extended_at: no generated request was extended (GDPR Art. 12(3))
+                None,  # extension_reason
             )
             yield Spec(row, cid, fate)
 

@@ -133,7 +133,8 @@ Table(
     _text("source"),
     _text("description"),
     _ts("received_at", index=True),
-    _ts("customer_notified_at", nullable=True),
+    # Indexed: the daily deadline watch reads the open items (not yet notified) only.
+    _ts("customer_notified_at", nullable=True, index=True),
 )
 Table(
     "correspondence",
@@ -154,6 +155,9 @@ Table(
     _text("kind"),
     _ts("received_at"),
     _ts("completed_at", nullable=True, index=True),
+    # GDPR Art. 12(3): when the customer was told the answer takes up to two further months, and why.
+    _ts("extended_at", nullable=True),
+    _text("extension_reason", nullable=True),
 )
 
 

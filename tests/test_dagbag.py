@@ -72,8 +72,10 @@ def doc_drift(folder: Path) -> list[str]:
 
     from airflow.dag_processing.dagbag import DagBag
 
+    from retention.deadlines import DeadlineRule
     from retention.policy import Policy
     from retention.results import Reason, RunSummary
+    from retention.watch import DeadlineReport
     from retention_airflow.clients import Settings
     from retention_airflow.tasks import LEDGER_ASSET
 
@@ -86,6 +88,7 @@ def doc_drift(folder: Path) -> list[str]:
             known |= {str(v) for v in (param.schema or {}).get("enum") or ()}
         known |= set(Policy.model_fields) | {LEDGER_ASSET.name} | {r.value for r in Reason}
         known |= {f.name for f in fields(RunSummary)} | {f.name for f in fields(Settings)}
+        known |= set(DeadlineRule.model_fields) | {f.name for f in fields(DeadlineReport)}
         problems += [f"{dag_id}: doc_md names `{n}`, which is not in the DAG" for n in sorted(named - known)]
         problems += [
             f"{dag_id}: doc_md does not name task {t}"

@@ -103,6 +103,8 @@ CREATE TABLE privacy_requests (
 	kind TEXT NOT NULL,
 	received_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	completed_at TIMESTAMP WITH TIME ZONE,
+	extended_at TIMESTAMP WITH TIME ZONE,
+	extension_reason TEXT,
 	PRIMARY KEY (id),
 	FOREIGN KEY(customer_id) REFERENCES customers (id),
 	UNIQUE (request_ref)
@@ -124,6 +126,8 @@ CREATE TABLE third_party_data (
 );
 
 CREATE INDEX ix_third_party_data_customer_id ON third_party_data (customer_id);
+
+CREATE INDEX ix_third_party_data_customer_notified_at ON third_party_data (customer_notified_at);
 
 CREATE INDEX ix_third_party_data_received_at ON third_party_data (received_at);
 

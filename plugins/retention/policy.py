@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from retention import stores
+from retention.deadlines import DeadlineRule
 from retention.errors import PolicyError
 from retention.locations import (
     AnyLocation,
@@ -181,9 +182,12 @@ class Policy(Strict):
     after: list[Identifier] = Field(default_factory=list)
     """Categories whose erasure must run before this one's (e.g. documents before their jobs)."""
     locations: list[Location] = Field(min_length=1)
+    deadline: DeadlineRule | None = None
+    """A legal time limit on the records (the third-party notice, the answer to a request),
+    checked daily by the ``privacy_deadlines`` DAG (``retention.watch``)."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> Policy:
+    def _locations(self) -> Policy:
         db = [loc for loc in self.locations if isinstance(loc, DatabaseLocation)]
         rec = self.records.table
         if not any(loc.table == rec and loc.foreign_key is None and loc.via is None for loc in db):
@@ -197,6 +201,11 @@ class Policy(Strict):
                 _check_database_location(loc, i, rec)
             else:
                 _check_file_location(loc, i, rec)
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        rec = self.records.table
         if self.retention.anchor_via is not None:
             try:
                 parse_path(self.retention.anchor_via, rec, _last_table(self.retention.anchor_via))
@@ -206,6 +215,8 @@ class Policy(Strict):
             raise ValueError("a category without a retention clock is erased on request only (action erase)")
         if self.id in self.after:
             raise ValueError("a category cannot run after itself")
+        if self.records.key in (self.deadline.columns() if self.deadline else ()):
+            raise ValueError("deadline: the records key cannot be one of the deadline's columns")
         return self
 
     def anchor_path(self) -> tuple[Hop, ...]:
@@ -453,6 +464,7 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
     for policy in policy_set.policies:
         file = policy_set.sources[policy.id]
         _check_records(policy, schema, file)
+        _check_deadline(policy, schema, file)
         _check_cycles(policy, schema, file)
         for i, loc in enumerate(policy.locations):
             where = f"locations[{i}]"
@@ -474,6 +486,23 @@ def check_against_schema(policy_set: PolicySet, schema: SchemaInfo) -> None:
             _need_column(
                 schema.columns(identity.table), identity.table, column, SUBJECT_FILE, f"{where}.{field}"
             )
+
+
+def _check_deadline(policy: Policy, schema: SchemaInfo, file: str) -> None:
+    """The deadline's columns are columns of the records table; the times are dates or timestamps."""
+    rule = policy.deadline
+    if rule is None:
+        return
+    table = policy.records.table
+    cols = schema.columns(table)
+    named = {"received": rule.received, "done": rule.done}
+    if rule.extension is not None:
+        named |= {"extension.at": rule.extension.at, "extension.reason": rule.extension.reason}
+    for field, column in named.items():
+        _need_column(cols, table, column, file, f"deadline.{field}")
+        if field != "extension.reason" and not _is_temporal(cols[column].type):
+            problem = f"column {table}.{column} is not a date or timestamp"
+            raise PolicyError(file, f"deadline.{field}", problem)
 
 
 def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:
