@@ -539,9 +539,10 @@ def _erase_batch(
     outcome = adapter.erase(target, batch)
     if outcome.kept_records and ctx.keeps is not None and not ctx.dry_run:
         ctx.keeps.add(ctx.run_id, policy.id, outcome.kept_records)
-    if outcome.erased or outcome.anonymised:
-        done = "erased" if outcome.erased else "anonymised"
-        pending.append(entry(outcome=done, count=outcome.erased or outcome.anonymised))
+    # One batch may do both (a path's own rows deleted, the rows shared with others anonymised).
+    for done, n in (("erased", outcome.erased), ("anonymised", outcome.anonymised)):
+        if n:
+            pending.append(entry(outcome=done, count=n))
     for reason, n in outcome.kept.items():
         pending.append(
             entry(outcome="kept", count=n, reason=reason.value, until=outcome.kept_until.get(reason))
