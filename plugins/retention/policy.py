@@ -71,11 +71,27 @@ class Period:
         return "P" + "".join(parts)
 
 
+Basis = Literal[
+    "consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"
+]
+"""The lawful basis of GDPR Art. 6(1), (a) to (f), machine-readable: what a request's reason acts on."""
+
+
 class LegalBasis(Strict):
+    basis: Basis
+    """The lawful basis the category is processed under (the main one, where the article names two):
+    withdrawing consent acts on ``consent`` categories, an objection on ``legitimate_interests`` ones."""
     gdpr: str = Field(min_length=6, pattern=r"^Art\. ?\d")
     """The GDPR article, e.g. ``Art. 6(1)(c)``."""
     national: str | None = None
     """The national law where one applies, e.g. ``Bogføringsloven § 10``."""
+
+
+class Texts(Strict):
+    """A text for people, in Danish (first) and English."""
+
+    da: str = Field(min_length=3)
+    en: str = Field(min_length=3)
 
 
 class Retention(Strict):
@@ -147,18 +163,35 @@ class Records(Strict):
     """The column holding the customer (subject) id."""
 
 
-class ErasureRequest(Strict):
-    """What a customer's erasure request (GDPR Art. 17) does to this category."""
+class RequestRule(Strict):
+    """What a customer's request does to a category's records: erase them now, or keep them by law."""
 
     action: Literal["erase", "keep_until_due"]
     law: str | None = None
     """Why records are kept (required for ``keep_until_due``), e.g. the Bookkeeping Act."""
 
     @model_validator(mode="after")
-    def _law_for_keep(self) -> ErasureRequest:
+    def _law_for_keep(self) -> RequestRule:
         if self.action == "keep_until_due" and not self.law:
             raise ValueError("keep_until_due needs 'law': the law that requires keeping the records")
         return self
+
+
+class ErasureRequest(RequestRule):
+    """What a customer's request does to this category: an erasure request (GDPR Art. 17); a
+    withdrawn consent or an objection, where the category is in their scope (``retention.scope``),
+    does the same unless ``consent_withdrawn`` or ``objection`` says otherwise."""
+
+    consent_withdrawn: RequestRule | None = None
+    objection: RequestRule | None = None
+
+    def rule(self, reason: str) -> RequestRule:
+        """The rule for a request with ``reason`` (one of ``params.REASONS``)."""
+        override = {"consent_withdrawn": self.consent_withdrawn, "objection": self.objection}.get(reason)
+        return override or self
+
+    def rules(self) -> list[RequestRule]:
+        return [self, *(r for r in (self.consent_withdrawn, self.objection) if r is not None)]
 
 
 class Cap(Strict):
@@ -182,6 +215,14 @@ class Policy(Strict):
     after: list[Identifier] = Field(default_factory=list)
     """Categories whose erasure must run before this one's (e.g. documents before their jobs)."""
     locations: list[Location] = Field(min_length=1)
+    direct_marketing: bool = False
+    """The category serves direct marketing: an objection (GDPR Art. 21(2)-(3)) always ends it."""
+    purpose: Texts | None = None
+    """Why the data is processed (the record of processing activities, the access report)."""
+    personal_data: Texts | None = None
+    """The kinds of personal data the category holds, in words (e.g. name, e-mail, the text sent)."""
+    sources: Texts | None = None
+    """Where the data comes from: the customer, or a named kind of third party."""
     deadline: DeadlineRule | None = None
     """A legal time limit on the records (the third-party notice, the answer to a request),
     checked daily by the ``privacy_deadlines`` DAG (``retention.watch``)."""
@@ -211,7 +252,7 @@ class Policy(Strict):
                 parse_path(self.retention.anchor_via, rec, _last_table(self.retention.anchor_via))
             except ValueError as e:
                 raise ValueError(f"retention.anchor_via: {e}") from None
-        if not self.retention.has_clock and self.erasure_request.action != "erase":
+        if not self.retention.has_clock and any(r.action != "erase" for r in self.erasure_request.rules()):
             raise ValueError("a category without a retention clock is erased on request only (action erase)")
         if self.id in self.after:
             raise ValueError("a category cannot run after itself")

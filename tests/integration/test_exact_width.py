@@ -36,6 +36,7 @@ POLICY = """
 id: {id}
 description: {id} of the exact-width test world.
 legal_basis:
+  basis: contract
   gdpr: "Art. 6(1)(b) (contract)"
 rationale: Kept one year after the event, then erased; a test world, not advice.
 retention:

@@ -58,6 +58,7 @@ POLICY = """
 id: {id}
 description: {id} of a generated world.
 legal_basis:
+  basis: contract
   gdpr: "Art. 6(1)(b) (contract)"
 rationale: Kept one year after the event, then erased; a test world, not advice.
 retention:

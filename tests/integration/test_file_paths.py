@@ -89,7 +89,7 @@ def shop_policy(*locations: dict[str, Any]) -> Policy:
     doc = {
         "id": "shop_customers",
         "description": "Web-shop customers with their orders, order documents and delivery photos.",
-        "legal_basis": {"gdpr": "Art. 6(1)(b) (contract)"},
+        "legal_basis": {"basis": "contract", "gdpr": "Art. 6(1)(b) (contract)"},
         "rationale": "The file-path tests need exactly these items, nothing more.",
         "retention": {"period": "P1Y", "counts_from": "event", "event": "sign-up", "anchor": "created_at"},
         "records": {"table": "customers", "key": "id", "subject": "id"},

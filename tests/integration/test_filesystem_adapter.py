@@ -676,6 +676,7 @@ POLICY = """\
     id: shared_documents
     description: Translated documents kept on the agency's file share.
     legal_basis:
+      basis: contract
       gdpr: "Art. 6(1)(b) (contract)"
     rationale: Kept one year after delivery for complaints about the translation.
     retention:

@@ -89,7 +89,7 @@ def _policy(
     doc = {
         "id": pid,
         "description": f"{pid}: a category of the web-shop schema.",
-        "legal_basis": {"gdpr": "Art. 6(1)(b) (contract)"},
+        "legal_basis": {"basis": "contract", "gdpr": "Art. 6(1)(b) (contract)"},
         "rationale": "The join-path tests need exactly these rows, nothing more.",
         "retention": retention,
         "records": records,

@@ -50,7 +50,7 @@ def policy(pid: str, table: str, *children: tuple[str, str], key: str = "id") ->
     doc: dict[str, Any] = {
         "id": pid,
         "description": f"The rows of {table}, for the relation tests.",
-        "legal_basis": {"gdpr": "Art. 6(1)(b) (contract)"},
+        "legal_basis": {"basis": "contract", "gdpr": "Art. 6(1)(b) (contract)"},
         "rationale": "Only what the relation tests need, nothing more.",
         "retention": {"period": "P1Y", "counts_from": "event", "event": "creation", "anchor": "created_at"},
         "records": {"table": table, "key": key, "subject": "customer_id"},
