@@ -48,7 +48,10 @@ request itself is the decision.
   only ASCII letters, digits, `.`, `_` and `-` (at most 64); the deployment's own format (e.g.
   digits only, no leading zero) is checked by `prepare_run`, which fails without touching anything.
 - `request_ref`: the privacy request's reference, e.g. `PR-2026-00042`.
-- `reason`: `erasure_request`, `consent_withdrawn` or `objection`.
+- `reason`: `erasure_request` (every category), `consent_withdrawn` (only the categories
+  processed under consent, by their `legal_basis`) or `objection` (those processed under
+  legitimate interests, and every `direct_marketing` one). The receipt lists the categories a
+  reason leaves untouched, and why ("processed under a contract, not consent").
 - `dry_run`: default **true**: shows what would happen and writes a dry-run receipt. Run it
   again with `dry_run: false` to erase.
 

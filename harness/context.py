@@ -54,6 +54,7 @@ def engine_context(
     dry_run: bool = False,
     run: str | None = None,
     batch_size: int = 50_000,
+    reason: str = "erasure_request",
 ) -> RunContext:
     """A RunContext over ``engine`` (business data, ledger and holds in one database) and the given stores.
 
@@ -92,4 +93,5 @@ def engine_context(
         mode=mode,
         subject=subject,
         dry_run=dry_run,
+        reason=reason,
     )

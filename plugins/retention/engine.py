@@ -51,6 +51,7 @@ from retention.paths import render
 from retention.policy import Policy, PolicySet
 from retention.pseudonym import pseudonymise
 from retention.results import CategoryPlan, KeptByLaw, Mode, Reason, StepResult
+from retention.scope import in_scope
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class RunContext:
     mode: Mode = "due"
     subject: str | None = None
     dry_run: bool = False
+    reason: str = "erasure_request"
+    """In subject mode, why the customer asked (``params.REASONS``): which categories it acts on
+    (``retention.scope``) and which of their request rules applies."""
 
     def hold_source(self, category: str) -> HoldSource:
         if self.holds is None:
@@ -129,7 +133,11 @@ def selection_for(policy: Policy, ctx: RunContext) -> RowSelection:
         return dataclasses.replace(base, cutoff=cutoff_for(policy.retention, ctx.now))
     if ctx.subject is None:
         raise TerminalError("subject mode needs a subject")
-    if policy.erasure_request.action == "erase":
+    if not in_scope(policy, ctx.reason):
+        # The request does not act on this category: none of its records may go (they still
+        # name their files, so items they share with a category in scope stay too).
+        return dataclasses.replace(base, subject=ctx.subject, never_due=True)
+    if policy.erasure_request.rule(ctx.reason).action == "erase":
         return dataclasses.replace(base, subject=ctx.subject)
     return dataclasses.replace(base, subject=ctx.subject, cutoff=cutoff_for(policy.retention, ctx.now))
 
@@ -310,8 +318,9 @@ def cap_exceeded(policy: Policy, records: int, total: int) -> str | None:
 
 def kept_by_law(policy: Policy, ctx: RunContext) -> KeptByLaw | None:
     """In subject mode, what a ``keep_until_due`` category keeps: count, law and until-dates."""
-    law = policy.erasure_request.law
-    if policy.erasure_request.action != "keep_until_due" or ctx.subject is None or law is None:
+    rule = policy.erasure_request.rule(ctx.reason)
+    law = rule.law
+    if rule.action != "keep_until_due" or ctx.subject is None or law is None:
         return None
     sel = dataclasses.replace(selection_for(policy, ctx), not_due=True)
     count, earliest, latest = ctx.database.anchor_range(sel)

@@ -47,6 +47,7 @@ from retention.results import (
     Totals,
     backlog_of,
 )
+from retention.scope import in_scope
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,29 @@ log = logging.getLogger(__name__)
 
 
 def describe(ctx: RunContext) -> RunInfo:
-    """What every later step of this run shares (no subject: it never goes into XCom)."""
+    """What every later step of this run shares (no subject: it never goes into XCom).
+
+    A request acts only on the categories in its reason's scope (``retention.scope``): a
+    withdrawn consent on those processed under consent, an objection on those under legitimate
+    interests and on direct marketing. The others are not part of the run at all.
+    """
+    subject = ctx.mode == "subject"
+    policies = [p for p in ctx.policies.policies if _acts_on(ctx, p)]
     return RunInfo(
         run_id=ctx.run_id,
         mode=ctx.mode,
         now=ctx.now,
         dry_run=ctx.dry_run,
         policy_set_hash=ctx.policies.hash,
-        categories=tuple(ctx.policies.ids),
-        stores={p.id: tuple(p.stores()) for p in ctx.policies.policies},
+        categories=tuple(p.id for p in policies),
+        stores={p.id: tuple(p.stores()) for p in policies},
+        reason=ctx.reason if subject else None,
     )
+
+
+def _acts_on(ctx: RunContext, policy: Policy) -> bool:
+    """Whether this run acts on the category: every one at night, a request's by its reason."""
+    return ctx.mode != "subject" or in_scope(policy, ctx.reason)
 
 
 def check_policies(ctx: RunContext) -> None:
@@ -281,7 +295,7 @@ def database_pass(
     skips = dict(skipped)
     failure: RetentionError | None = None
     for policy in ctx.policies.policies:
-        if stores.DATABASE not in policy.stores():
+        if stores.DATABASE not in policy.stores() or not _acts_on(ctx, policy):
             continue
         blocker = database_blocker(policy, file_steps, skips)
         if blocker is None:
@@ -603,6 +617,8 @@ def run_all(
     last task does: the nightly summary, or in subject mode the receipt; either fails
     (``TerminalError``) unless the run is proven.
     """
+    if request is not None and ctx.mode == "subject":
+        ctx = dataclasses.replace(ctx, reason=request.reason)
     run = prepare(ctx)
     plans = tuple(plan(ctx, category) for category in run.categories)
     waiting: dict[str, Skip] = {}

@@ -15,6 +15,7 @@ from typing import Any
 from retention.paths import check_relative
 from retention.policy import PolicySet
 from retention.results import Reason, Skip, StepResult
+from retention.scope import why_untouched
 
 STORE_NAMES = {
     "database": "business database",
@@ -35,12 +36,30 @@ def build_receipt(
     steps: Iterable[StepResult],
     not_erased: Mapping[str, Skip] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the receipt from the step results (with their statutory keeps) and the skips."""
+    """Assemble the receipt from the step results (with their statutory keeps) and the skips.
+
+    Categories the request's ``reason`` does not act on (``retention.scope``) are listed under
+    ``untouched``, each with why, in Danish and English.
+    """
     by_category: dict[str, dict[str, Any]] = {}
+    untouched: list[dict[str, Any]] = []
     for policy in policies.policies:
+        untouched_why = why_untouched(policy, reason)
+        if untouched_why is not None:
+            untouched.append(
+                {
+                    "category": policy.id,
+                    "description": policy.description,
+                    "personal_data": policy.personal_data.model_dump() if policy.personal_data else None,
+                    "legal_basis": policy.legal_basis.model_dump(),
+                    "why": untouched_why.model_dump(),
+                }
+            )
+            continue
         by_category[policy.id] = {
             "category": policy.id,
             "description": policy.description,
+            "personal_data": policy.personal_data.model_dump() if policy.personal_data else None,
             "legal_basis": policy.legal_basis.model_dump(),
             "erased": 0,
             "anonymised": 0,
@@ -99,6 +118,7 @@ def build_receipt(
         },
         "verified": all(c["verified"] for c in categories) and not dry_run,
         "categories": categories,
+        "untouched": untouched,
     }
 
 
@@ -109,38 +129,123 @@ def _hold_law(reason: Reason) -> str | None:
     }.get(reason)
 
 
+REASON_WORDS: dict[str, tuple[str, str]] = {
+    "erasure_request": (
+        "anmodning om sletning (databeskyttelsesforordningens art. 17)",
+        "erasure request (GDPR Art. 17)",
+    ),
+    "consent_withdrawn": ("tilbagetrukket samtykke (art. 7, stk. 3)", "withdrawn consent (Art. 7(3))"),
+    "objection": ("indsigelse (art. 21)", "objection (Art. 21)"),
+}
+"""A request's reason in words, Danish and English."""
+
+KEPT_WORDS: dict[str, tuple[str, str]] = {
+    Reason.LEGAL_HOLD.value: ("retligt krav (art. 17, stk. 3, litra e)", "legal hold (Art. 17(3)(e))"),
+    Reason.STORAGE_LOCK.value: (
+        "låst mod sletning i lageret til en fast dato",
+        "locked against deletion until a date",
+    ),
+    Reason.SHARED_WITH_NOT_DUE.value: (
+        "deles med en anden kunde eller en post, der ikke må slettes",
+        "shared with another customer or a record that must stay",
+    ),
+    Reason.BLOCKED_BY_REFERENCE.value: (
+        "andre oplysninger, der bevares, henviser til dem",
+        "other data that stays refers to them",
+    ),
+    Reason.UNSAFE_TARGET.value: (
+        "ugyldig sti: rettes og slettes derefter",
+        "invalid path: corrected, then erased",
+    ),
+}
+"""Why items were kept, in words, where no law names it (a statutory keep shows its law)."""
+
+_LABELS = {
+    "da": {
+        "title": "Kvittering for sletning — anmodning",
+        "subject": "Kundereference (pseudonymiseret)",
+        "reason": "Anmodning",
+        "carried_out": "Udført",
+        "run": "kørsel",
+        "dry_run": "Prøvekørsel (intet slettet)",
+        "verified": "Alle lagre kontrolleret igen bagefter",
+        "yes": "ja",
+        "no": "NEJ",
+        "no_dry": "nej",
+        "head": "| Kategori | Slettet | Anonymiseret | Bevaret | Hvorfor bevaret | Bevaret til |",
+        "untouched": "Berøres ikke af denne anmodning",
+        "total": "I alt blev {erased} oplysninger slettet, {anonymised} anonymiseret og {kept} bevaret, "
+        "som loven kræver. Bevarede oplysninger slettes, når deres periode udløber.",
+        "policies": "Regelsæt",
+    },
+    "en": {
+        "title": "Erasure receipt — request",
+        "subject": "Customer reference (pseudonymised)",
+        "reason": "Request",
+        "carried_out": "Carried out",
+        "run": "run",
+        "dry_run": "Dry run (nothing erased)",
+        "verified": "Every store checked again afterwards",
+        "yes": "yes",
+        "no": "NO",
+        "no_dry": "no",
+        "head": "| Category | Erased | Anonymised | Kept | Why kept | Kept until |",
+        "untouched": "Not affected by this request",
+        "total": "In total {erased} items were erased, {anonymised} anonymised and {kept} kept as the law "
+        "requires. Kept records are erased when their period ends.",
+        "policies": "Policy set",
+    },
+}
+
+
 def render_markdown(receipt: Mapping[str, Any]) -> str:
-    """A readable version of the receipt for the reply to the customer."""
+    """A readable version of the receipt for the reply to the customer: Danish first, then English."""
+    return "\n".join([*_section(receipt, "da"), "---", "", *_section(receipt, "en")])
+
+
+def _section(receipt: Mapping[str, Any], lang: str) -> list[str]:
+    words = _LABELS[lang]
+    i = 0 if lang == "da" else 1
+    yes_no = words["yes"] if receipt["verified"] else words["no"]
+    reason = REASON_WORDS.get(receipt["reason"], (receipt["reason"], receipt["reason"]))[i]
     lines = [
-        f"# Erasure receipt — request {receipt['request_ref']}",
+        f"# {words['title']} {receipt['request_ref']}",
         "",
-        f"- Customer reference (pseudonymised): `{receipt['subject_ref']}`",
-        f"- Reason: {receipt['reason'].replace('_', ' ')}",
-        f"- Carried out: {receipt['evaluated_at']} (run `{receipt['run_id']}`)",
-        f"- Dry run (nothing erased): {'yes' if receipt['dry_run'] else 'no'}",
-        f"- Every store checked again afterwards: {'yes' if receipt['verified'] else 'NO'}",
+        f"- {words['subject']}: `{receipt['subject_ref']}`",
+        f"- {words['reason']}: {reason}",
+        f"- {words['carried_out']}: {receipt['evaluated_at']} ({words['run']} `{receipt['run_id']}`)",
+        f"- {words['dry_run']}: {words['yes'] if receipt['dry_run'] else words['no_dry']}",
+        f"- {words['verified']}: {yes_no}",
         "",
-        "| Category | Erased | Anonymised | Kept | Why kept | Kept until |",
+        words["head"],
         "|---|---:|---:|---:|---|---|",
     ]
     for c in receipt["categories"]:
         kept = sum(k["count"] for k in c["kept"])
-        reasons = {k["law"] or k["reason"] for k in c["kept"]} | (
-            {c["not_erased_now"]} if c.get("not_erased_now") else set()
-        )
+        reasons = {k["law"] or KEPT_WORDS.get(k["reason"], (k["reason"], k["reason"]))[i] for k in c["kept"]}
+        if c.get("not_erased_now"):
+            reasons.add(c["not_erased_now"])
         why = "; ".join(sorted(reasons)) or "—"
         until = max((k["until"] for k in c["kept"] if k.get("until")), default="—")
-        lines.append(f"| {c['description']} | {c['erased']} | {c['anonymised']} | {kept} | {why} | {until} |")
+        lines.append(f"| {_title(c, lang)} | {c['erased']} | {c['anonymised']} | {kept} | {why} | {until} |")
+    if receipt.get("untouched"):
+        lines += ["", f"**{words['untouched']}:**", ""]
+        lines += [f"- {_title(c, lang)}: {c['why'][lang]}" for c in receipt["untouched"]]
     totals = receipt["totals"]
     lines += [
         "",
-        f"In total {totals['erased']} items were erased, {totals['anonymised']} anonymised and "
-        f"{totals['kept']} kept as the law requires. Kept records are erased when their period ends.",
+        words["total"].format(**totals),
         "",
-        f"Policy set: `{receipt['policy_set_hash'][:16]}`",
+        f"{words['policies']}: `{receipt['policy_set_hash'][:16]}`",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _title(category: Mapping[str, Any], lang: str) -> str:
+    """A category as a person reads it: the kinds of data in the language, else its description."""
+    data = category.get("personal_data")
+    return f"{category['category']}: {data[lang]}" if data else str(category["description"])
 
 
 def receipt_keys(prefix: str, request_ref: str, run_id: str) -> tuple[str, str]:

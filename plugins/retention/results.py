@@ -271,6 +271,8 @@ class RunInfo:
     categories: tuple[str, ...]
     stores: Mapping[str, tuple[str, ...]]
     """Category -> its stores, file stores first."""
+    reason: str | None = None
+    """A request's reason (``params.REASONS``; None in a nightly run): it chose ``categories``."""
 
     def uses(self, category: str, store: str) -> bool:
         return store in self.stores.get(category, ())

@@ -219,6 +219,7 @@ def open_context(
     now: datetime,
     dry_run: bool,
     subject: str | None = None,
+    reason: str | None = None,
     stores: Sequence[str] = (),
     run: RunInfo | None = None,
 ) -> Iterator[RunContext]:
@@ -263,6 +264,7 @@ def open_context(
             mode=mode,
             subject=subject,
             dry_run=dry_run,
+            reason=reason or "erasure_request",
         )
         if run is not None:
             check_same_policies(ctx, run)
@@ -280,6 +282,7 @@ def run_context(
         now=run.now,
         dry_run=run.dry_run,
         subject=subject,
+        reason=run.reason,
         stores=stores,
         run=run,
     ) as ctx:

@@ -188,11 +188,11 @@ def prepare_run(mode: str) -> list[str]:
 
     ctx = get_current_context()
     params = ctx["params"]
-    subject = None
+    subject = reason = None
     if mode == "subject":
         # The trigger form only knew the generic id alphabet: the deployment's format is checked here.
         check_erasure_params(params, clients.policy_set().subject)
-        subject = params["customer_id"]
+        subject, reason = params["customer_id"], params["reason"]
     now = parse_as_of(params.get("as_of"), ctx["dag_run"].run_after)
     with clients.open_context(
         run_id=ctx["run_id"],
@@ -200,6 +200,7 @@ def prepare_run(mode: str) -> list[str]:
         now=now,
         dry_run=bool(params.get("dry_run")),
         subject=subject,
+        reason=reason,
     ) as rctx:
         categories, subject_format = tuple(rctx.policies.ids), rctx.policies.subject
         run = flow.prepare(rctx, holds_check=lambda: clients.check_holds(categories, now, subject_format))

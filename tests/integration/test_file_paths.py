@@ -234,6 +234,39 @@ def test_a_kept_document_keeps_its_order_and_so_its_customer_rows(shop: Shop) ->
     assert kept(outcome, "s3") == {Reason.LEGAL_HOLD: 2}
 
 
+def test_a_file_that_a_category_outside_the_request_s_scope_also_names_stays(shop: Shop) -> None:
+    """A withdrawn consent acts on the consent category only: the order documents it names are
+    named by the contract category's orders too, which the withdrawal leaves alone, so they stay."""
+    doc = yaml.safe_load(yaml.safe_dump(shop_policy().model_dump(mode="json", exclude_none=True)))
+    doc.update(
+        id="shop_newsletter",
+        legal_basis={"basis": "consent", "gdpr": "Art. 6(1)(a) (consent)"},
+        locations=[
+            S3_DOCS,
+            {
+                "store": "database",
+                "table": "customers",
+                "action": "anonymise",
+                "fields": {"name": {"strategy": "redact"}},
+            },
+        ],
+    )
+    newsletter = parse_policy(yaml.safe_dump(doc), "shop_newsletter.yaml")
+    shop.policies = PolicySet(
+        (shop.policies.policies[0], newsletter),
+        {"shop_customers": "shop_customers.yaml", "shop_newsletter": "shop_newsletter.yaml"},
+    )
+
+    outcome = flow.run_all(
+        shop.context("1"), request=flow.ReceiptRequest(request_ref="PR-8", reason="consent_withdrawn")
+    )
+
+    assert shop.state() == ALL
+    assert [c["category"] for c in (outcome.receipt or {})["categories"]] == ["shop_newsletter"]
+    docs = next(r for r in outcome.files if r.store == "s3")
+    assert (docs.erased, docs.kept) == (0, {Reason.SHARED_WITH_NOT_DUE: 9})  # 4 keys: 8 versions, 1 marker
+
+
 def test_validate_explains_a_file_path_and_refuses_a_join_without_a_constraint(shop: Shop) -> None:
     schema = reflect_schema(shop.engine)
     lines = explain_paths(shop.policies, schema)
