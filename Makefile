@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-installed
 
-.PHONY: help system-deps venv test test-long validate lint demo demo-stop bench
+.PHONY: help system-deps venv test test-long validate ropa lint demo demo-stop bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,16 @@ test-long: system-deps venv ## The property tests on many more generated worlds 
 
 validate: venv ## Validate the policies (DATABASE_URL=... also checks tables and columns)
 	PYTHONPATH=plugins $(PY) -m retention.cli validate include/retention_policies $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)")
+
+ropa: venv ## Write the record of processing activities (GDPR Art. 30) to build/: ropa.da.md, ropa.en.md, ropa.json
+	mkdir -p build
+	at=$$(date -u +%Y-%m-%dT%H:%M:%S+00:00); \
+	for out in da.md:"--lang da" en.md:"--lang en" json:"--format json"; do \
+		PYTHONPATH=plugins $(PY) -m retention.cli ropa $${out#*:} --generated-at "$$at" include/retention_policies \
+			> build/ropa.$${out%%:*}.tmp || { rm -f build/ropa.$${out%%:*}.tmp; exit 2; }; \
+		mv build/ropa.$${out%%:*}.tmp build/ropa.$${out%%:*}; \
+	done
+	@echo "wrote build/ropa.da.md, build/ropa.en.md, build/ropa.json"
 
 lint: venv ## ruff over the repository, strict mypy over both packages under plugins/
 	$(PY) -m ruff check .

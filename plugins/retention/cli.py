@@ -11,11 +11,20 @@ run would: the subject against the customer-id format of the policy folder (``_s
 digits only without it), the category against the policy set,
 the prefix as a clean relative path. Subjects and prefixes are printed only when asked
 (``--show-subjects``); a refusal names the problem, never the value, and exits 2.
+
+``python -m retention.cli ropa [--lang da|en|both] [--format md|json] [FOLDER]`` prints the
+record of processing activities (GDPR Art. 30, ``retention.ropa``) of a policy folder: Markdown in
+Danish, English or both (Danish first), or the JSON form (both languages). The controller is
+Alles-klar's unless ``RETENTION_CONTROLLER_*`` variables say otherwise; the output carries no time
+unless ``--generated-at`` gives one, so the same policies print the same bytes. Exits 2 (the
+problem on stderr) if the policies are invalid.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -64,9 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     check.add_argument("--database-url", help="SQLAlchemy URL of the business database to check identifiers")
     _hold_commands(sub)
+    _ropa_command(sub)
     args = parser.parse_args(argv)
     if args.command == "hold":
         return hold(args)
+    if args.command == "ropa":
+        return ropa(args)
     try:
         policies = validate(args.folder, args.database_url)
     except RetentionError as e:
@@ -87,6 +99,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = "checked against the database" if args.database_url else "schema not checked (no --database-url)"
     print(f"{len(policies.policies)} policies valid, set {policies.hash[:16]}; {schema}")
     return 0
+
+
+# -- the record of processing activities --------------------------------------------------------
+
+
+def _ropa_command(sub: Any) -> None:
+    ropa_parser = sub.add_parser(
+        "ropa", help="print the record of processing activities (GDPR Art. 30) of a policy folder"
+    )
+    ropa_parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
+    ropa_parser.add_argument(
+        "--lang", choices=("da", "en", "both"), default="both", help="Markdown language (default both)"
+    )
+    ropa_parser.add_argument(
+        "--format", choices=("md", "json"), default="md", help="md (default) or json (both languages)"
+    )
+    ropa_parser.add_argument(
+        "--generated-at",
+        help="the generation time to print: ISO 8601 with a time zone, or 'now' (default: none)",
+    )
+
+
+def ropa(args: argparse.Namespace) -> int:
+    """Print the record of processing activities; 0, or 2 with the problem on stderr."""
+    from retention import ropa as record
+
+    try:
+        generated_at = None if args.generated_at is None else _parse_generated_at(args.generated_at)
+        policies = load_policies(args.folder)
+    except RetentionError as e:
+        print(f"invalid: {e}", file=sys.stderr)
+        return 2
+    controller = record.Controller.from_env(os.environ)
+    if args.format == "json":
+        doc = record.document(policies, controller=controller, generated_at=generated_at)
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    langs: tuple[record.Lang, ...] = record.LANGS if args.lang == "both" else (args.lang,)
+    texts = [
+        record.render(policies, lang, controller=controller, generated_at=generated_at) for lang in langs
+    ]
+    sys.stdout.write("\n---\n\n".join(texts))
+    return 0
+
+
+def _parse_generated_at(text: str) -> str:
+    if text == "now":
+        return datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise TerminalError("--generated-at is not an ISO 8601 date-time (or 'now')") from None
+    if when.tzinfo is None:
+        raise TerminalError("--generated-at needs a time zone (e.g. 2026-06-15T10:00:00+02:00)")
+    return when.isoformat()
 
 
 # -- legal holds --------------------------------------------------------------------------------

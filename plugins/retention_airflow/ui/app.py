@@ -12,16 +12,23 @@ names (an e-mail address, a phone number: the identity types of ``_subject.yaml`
 business database, for users who may trigger the customer-erasure DAG. The value is accepted
 only in a POST body with the form's CSRF token, is never shown again, logged, stored, put in a
 URL or sent to Airflow (see ``find`` and ``retention.identity``).
+
+*Record of processing* (``/ropa``) shows the record of processing activities (GDPR Art. 30,
+``retention.ropa``) of the policy set the page loads, Danish first, then English, with the policy
+set's hash and since when the ledger shows runs using it (``LedgerReader.policy_set_use``); the
+same record downloads as Markdown or JSON (``/ropa/download/...``), as ``make ropa`` writes it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -33,6 +40,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from retention import ropa
 from retention.errors import PolicyError, RetentionError, TerminalError
 from retention.identity import MAX_MATCHES, Found, find_subjects
 from retention.policy import PolicySet, load_policies
@@ -45,7 +53,7 @@ from retention_airflow.ui.auth import (
     authorised_user,
     erasure_user,
 )
-from retention_airflow.ui.reader import CHAIN_SYNC_LIMIT, ChainCache, CheckedChain, LedgerReader
+from retention_airflow.ui.reader import CHAIN_SYNC_LIMIT, ChainCache, CheckedChain, LedgerReader, PolicySetUse
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +141,7 @@ class _Site:
     url_prefix: str
     business_engine_factory: Callable[[], Engine] = default_business_engine
     policies_factory: Callable[[], PolicySet] = default_policies
+    controller: ropa.Controller = ropa.DEFAULT_CONTROLLER
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -414,6 +423,64 @@ def _lookup(site: _Site, policies: PolicySet, identity: str, value: str) -> Foun
         raise Unavailable(f"The lookup failed ({type(e).__name__}).", title=FIND_TITLE) from None
 
 
+ROPA_DOWNLOADS = {
+    "ropa.da.md": "text/markdown; charset=utf-8",
+    "ropa.en.md": "text/markdown; charset=utf-8",
+    "ropa.json": "application/json",
+}
+"""The record's downloads, named as ``make ropa`` writes them."""
+
+
+@router.get("/ropa", response_class=HTMLResponse)
+def record_of_processing(request: Request, _user: User) -> HTMLResponse:
+    """The record of processing activities of the policy set, Danish and English, with its hash and
+    since when the ledger shows runs using it."""
+    site = _site(request)
+    policies = site.policies()
+    doc = ropa.document(policies, controller=site.controller)
+    use, ledger_problem = _policy_set_use(site, policies.hash)
+    return site.render(
+        request,
+        "ropa.html",
+        doc=doc,
+        views=[ropa.view(doc, lang) for lang in ropa.LANGS],
+        use=use,
+        ledger_problem=ledger_problem,
+        downloads=list(ROPA_DOWNLOADS),
+    )
+
+
+def _policy_set_use(site: _Site, policy_set_hash: str) -> tuple[PolicySetUse | None, str | None]:
+    """Since when runs use the policy set (None: no ledger yet), or why the ledger cannot tell."""
+    try:
+        use: PolicySetUse | None = site.read(lambda reader: reader.policy_set_use(policy_set_hash))
+    except Unavailable as e:
+        return None, str(e)
+    return use, None
+
+
+@router.get("/ropa/download/{name}")
+def record_download(request: Request, _user: User, name: str) -> Response:
+    """The record as ``make ropa`` writes it (Markdown per language, or JSON), generated now."""
+    site = _site(request)
+    media = ROPA_DOWNLOADS.get(name)
+    if media is None:
+        return site.render(request, "message.html", status=404, title="No such file", message=NO_DOWNLOAD)
+    policies = site.policies()
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if name.endswith(".json"):
+        doc = ropa.document(policies, controller=site.controller, generated_at=now)
+        body = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    else:
+        lang: ropa.Lang = "da" if name == "ropa.da.md" else "en"
+        body = ropa.render(policies, lang, controller=site.controller, generated_at=now)
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(body.encode(), media_type=media, headers=disposition)
+
+
+NO_DOWNLOAD = f"The record downloads as {', '.join(ROPA_DOWNLOADS)}."
+
+
 async def _security_headers(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
@@ -454,11 +521,14 @@ def create_app(
     url_prefix: str = URL_PREFIX,
     business_engine_factory: Callable[[], Engine] = default_business_engine,
     policies_factory: Callable[[], PolicySet] = default_policies,
+    controller: ropa.Controller | None = None,
 ) -> FastAPI:
     """The monitoring app over the ledger that ``engine_factory`` opens (lazily, once).
 
     The customer lookup searches the business database of ``business_engine_factory`` (opened
     lazily, once) by the identity types of the policy set ``policies_factory`` loads (per request).
+    The record of processing names ``controller`` (default: Alles-klar's, with the deployment's
+    ``RETENTION_CONTROLLER_*`` environment variables).
     """
     chain = ChainCache(chain_ttl, sync_limit=chain_sync_limit)
     site = _Site(
@@ -470,6 +540,7 @@ def create_app(
         url_prefix,
         business_engine_factory,
         policies_factory,
+        controller or ropa.Controller.from_env(os.environ),
     )
 
     @asynccontextmanager

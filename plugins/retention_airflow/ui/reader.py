@@ -160,6 +160,25 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class PolicySetUse:
+    """Since when the ledger shows a policy set at work: its first run summary (a run's ``summary``, dry
+    runs included, or an erasure receipt's) after the newest summary under another policy set."""
+
+    policy_set_hash: str
+    since: datetime | None
+    """When that first summary was recorded; None: no run has used this policy set yet."""
+    first_run: str | None
+    runs: int
+    """Summaries under this policy set since then."""
+    at_least: bool
+    """No summary under another policy set among the entries read, and the ledger has older ones:
+    the policy set may have been at work since earlier."""
+    previous_hash: str | None
+    """The policy set of the newest summary under another one (None: none among the entries read)."""
+    previous_at: datetime | None
+
+
+@dataclass(frozen=True)
 class LedgerPage:
     """One page of entries (newest first) and where it lies among all matching entries."""
 
@@ -437,6 +456,27 @@ class LedgerReader:
                 )
             )
         return out
+
+    def policy_set_use(self, policy_set_hash: str) -> PolicySetUse:
+        """Since when runs have used ``policy_set_hash`` without a run under another policy set in between,
+        as far as the newest ``window`` entries show (the ledger records each summary's policy set)."""
+        t = self._t
+        summaries = (self._recent(), t.c.outcome == "summary", t.c.policy_set_hash.is_not(None))
+        other = self._rows(
+            sa.select(t.c.seq, t.c.recorded_at, t.c.policy_set_hash)
+            .where(*summaries, t.c.policy_set_hash != policy_set_hash)
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        after, previous_at, previous_hash = other[0] if other else (0, None, None)
+        current = (*summaries, t.c.policy_set_hash == policy_set_hash, t.c.seq > after)
+        first, runs = self._rows(sa.select(sa.func.min(t.c.seq), sa.func.count()).where(*current))[0]
+        if first is None:
+            return PolicySetUse(policy_set_hash, None, None, 0, False, previous_hash, previous_at)
+        since, run_id = self._rows(sa.select(t.c.recorded_at, t.c.run_id).where(t.c.seq == first))[0]
+        newest = self._rows(sa.select(sa.func.coalesce(sa.func.max(t.c.seq), 0)))[0][0]
+        at_least = not other and int(newest) > self._window
+        return PolicySetUse(policy_set_hash, since, run_id, int(runs), at_least, previous_hash, previous_at)
 
     def backlog(self, nights: int = BACKLOG_NIGHTS) -> Backlog | None:
         """What the newest real (not dry) nightly run left due, per category and reason, and for how many
