@@ -158,9 +158,34 @@ class DatabaseLocation(_Reaching):
         return f"table:{self.table}"
 
 
+_ISO_DAYS = r"^P[1-9][0-9]{0,3}D$"
+
+
+class Orphans(Strict):
+    """What the orphan sweep (``retention_sweep``) does with items under a location's root (the
+    template's fixed part: ``documents/`` of ``documents/{customer_id}/{id}.pdf``) that no record
+    of any category names, exactly or by prefix."""
+
+    action: Literal["report", "erase"] = "report"
+    """``report`` (count and alert) or ``erase`` (through the same rules as everything else)."""
+    law: str | None = None
+    """Why unnamed items may be erased (required for ``erase``), e.g. storage limitation."""
+    grace: str = Field(default="P7D", pattern=_ISO_DAYS)
+    """Items younger than this (``P<n>D``) are never orphans: an upload may be in progress."""
+
+    @model_validator(mode="after")
+    def _law_for_erase(self) -> Orphans:
+        if self.action == "erase" and not self.law:
+            raise ValueError("erase needs 'law': the legal basis for erasing items no record names")
+        return self
+
+
 class _Named(_Reaching):
     """Items named by a template filled from the records' columns, or, with ``via``, from the
     columns of the rows the records reach through the path (an order's document, say)."""
+
+    orphans: Orphans = Field(default_factory=Orphans)
+    """What the orphan sweep does with items under this location's root that no record names."""
 
     def hops(self, records_table: str) -> tuple[Hop, ...]:
         """The path from the records table to the rows whose columns fill the template (none: the records)."""

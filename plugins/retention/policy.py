@@ -323,6 +323,31 @@ def _last_table(hops: Sequence[str]) -> str:
         return ""
 
 
+class AirflowMetadata(Strict):
+    """How long Airflow's own records of the DAGs that handle one customer (a run's conf with the
+    customer id, its XCom, event-log entries, task logs) are kept: ``_airflow.yaml``."""
+
+    keep: str = "P30D"
+    """ISO-8601 period after a run's end; then ``retention_housekeeping`` removes its traces."""
+    dags: list[Identifier] = Field(default_factory=lambda: ["customer_erasure", "customer_access_report"])
+    """The DAGs whose runs carry a customer id."""
+    rationale: str = (
+        "A run's parameters hold the customer id; the receipt and the ledger are the lasting proof, "
+        "so Airflow's copy is kept only as long as an operator may need it to follow up a run."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: str) -> str:
+        Period.parse(v)
+        return v
+
+
+AIRFLOW_FILE = "_airflow.yaml"
+SETTINGS_FILES = (SUBJECT_FILE, AIRFLOW_FILE)
+"""Files of the policy folder that are settings, not categories."""
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """A validated set of policies, in the order their erasure must run."""
@@ -332,6 +357,8 @@ class PolicySet:
     """Policy id -> file name, for messages."""
     subject: SubjectFormat = DEFAULT_SUBJECT
     """The deployment's customer-id format (``_subject.yaml``, or the digits-only default)."""
+    airflow: AirflowMetadata = AirflowMetadata()
+    """How long Airflow keeps its records of the per-customer DAGs (``_airflow.yaml``, or the default)."""
 
     @property
     def hash(self) -> str:
@@ -340,6 +367,7 @@ class PolicySet:
             {
                 "policies": [p.model_dump(mode="json") for p in self.policies],
                 "subject": self.subject.model_dump(mode="json"),
+                "airflow": self.airflow.model_dump(mode="json"),
             },
             sort_keys=True,
         )
@@ -431,14 +459,16 @@ def load_policies(folder: str | Path) -> PolicySet:
     """Load every ``*.yaml`` in ``folder`` into a ``PolicySet`` ordered by ``after``; raise on a problem.
 
     Files whose name starts with ``_`` are not categories: ``_subject.yaml`` declares the
-    customer-id format (``retention.subject``); any other such file is refused (a typo would
-    otherwise be silently ignored).
+    customer-id format (``retention.subject``), ``_airflow.yaml`` how long Airflow keeps its
+    records of the per-customer DAGs; any other such file is refused (a typo would otherwise
+    be silently ignored).
     """
     root = Path(folder)
     found = sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml"))
     files = [p for p in found if not p.name.startswith("_")]
-    for extra in (p for p in found if p.name.startswith("_") and p.name != SUBJECT_FILE):
-        raise PolicyError(extra.name, "<file>", f"unknown settings file (only {SUBJECT_FILE} is known)")
+    for extra in (p for p in found if p.name.startswith("_") and p.name not in SETTINGS_FILES):
+        known = " and ".join(SETTINGS_FILES)
+        raise PolicyError(extra.name, "<file>", f"unknown settings file (only {known} are known)")
     if not files:
         raise PolicyError(str(root), "<folder>", "no policy files (*.yaml) found")
     policies: list[Policy] = []
@@ -453,7 +483,21 @@ def load_policies(folder: str | Path) -> PolicySet:
     subject = DEFAULT_SUBJECT
     if subject_path.exists():
         subject = subject_from(_parse_yaml(subject_path.read_text(encoding="utf-8"), SUBJECT_FILE))
-    return PolicySet(tuple(_order(policies, sources)), sources, subject)
+    airflow = AirflowMetadata()
+    airflow_path = root / AIRFLOW_FILE
+    if airflow_path.exists():
+        airflow = _settings(AirflowMetadata, airflow_path)
+    return PolicySet(tuple(_order(policies, sources)), sources, subject, airflow)
+
+
+def _settings(model: type[AirflowMetadata], path: Path) -> AirflowMetadata:
+    """A settings file parsed into its model; ``PolicyError`` naming the file and the field."""
+    doc = _parse_yaml(path.read_text(encoding="utf-8"), path.name)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise PolicyError(path.name, _loc_to_field(err["loc"], doc), err["msg"]) from None
 
 
 def _order(policies: Iterable[Policy], sources: Mapping[str, str]) -> list[Policy]:

@@ -119,7 +119,20 @@ def test_any_other_underscore_file_is_refused_rather_than_ignored(folder: Path, 
     with pytest.raises(PolicyError) as refused:
         load_policies(folder)
     assert (refused.value.file, refused.value.field) == (name, "<file>")
-    assert "only _subject.yaml is known" in refused.value.message
+    assert "only _subject.yaml and _airflow.yaml are known" in refused.value.message
+
+
+def test_the_airflow_settings_file_sets_how_long_airflow_keeps_per_customer_runs(folder: Path) -> None:
+    default = load_policies(folder)
+    assert default.airflow.keep == "P30D" and "customer_erasure" in default.airflow.dags
+    (folder / "_airflow.yaml").write_text(yaml.safe_dump({"keep": "P14D", "dags": ["customer_erasure"]}))
+    changed = load_policies(folder)
+    assert (changed.airflow.keep, changed.airflow.dags) == ("P14D", ["customer_erasure"])
+    assert changed.hash != default.hash, "the window is part of what the policy set's hash covers"
+    (folder / "_airflow.yaml").write_text(yaml.safe_dump({"keep": "two weeks"}))
+    with pytest.raises(PolicyError) as refused:
+        load_policies(folder)
+    assert (refused.value.file, refused.value.field) == ("_airflow.yaml", "keep")
 
 
 # -- the one check of an id -------------------------------------------------------------------------
