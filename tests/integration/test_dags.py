@@ -320,7 +320,7 @@ def test_after_erasure_the_customer_is_nowhere(
     conf = {
         "customer_id": str(cid),
         "request_ref": "PR-2026-00077",
-        "reason": "consent_withdrawn",
+        "reason": "erasure_request",  # a withdrawn consent acts on consent data only (test_request_scope)
         "dry_run": False,
     }
     run = dag("customer_erasure").test(run_conf=conf)
