@@ -265,7 +265,57 @@ def overview(request: Request, _user: User) -> HTMLResponse:
     data = site.read(load)
     if data is None:
         return site.render(request, "message.html", title="No ledger yet", message=NO_LEDGER)
-    return site.render(request, "overview.html", **data)
+    return site.render(request, "overview.html", deadlines=_deadlines(site), **data)
+
+
+@dataclass(frozen=True)
+class DeadlineRow:
+    """One watched time limit on the overview: counts and the earliest deadline, never record ids."""
+
+    category: str
+    kind: str
+    within: str
+    open: int
+    overdue: int
+    due_soon: int
+    unclear: int
+    earliest: str
+
+
+def _deadlines(site: _Site) -> dict[str, Any]:
+    """The policies' deadlines checked now in the business database (open items only), or why not."""
+    from retention.watch import check_deadlines
+
+    try:
+        policies = site.policies()
+        watched = [(p, p.deadline) for p in policies.policies if p.deadline is not None]
+        if not watched:
+            return {"rows": [], "error": None}
+        engine = site.business_engine()
+        now = datetime.now(UTC)
+        naive_tz = UTC if engine.dialect.name == "sqlite" else None  # SQLite keeps no zone: stored in UTC
+        rows = []
+        for p, rule in watched:
+            report = check_deadlines(engine, p.records.table, p.records.key, rule, now, naive_tz=naive_tz)
+            earliest = report.earliest_deadline
+            rows.append(
+                DeadlineRow(
+                    p.id,
+                    rule.kind,
+                    rule.within,
+                    report.open,
+                    report.overdue,
+                    report.due_soon,
+                    report.unclear,
+                    _when(earliest.astimezone(UTC) if earliest else None),
+                )
+            )
+        return {"rows": rows, "error": None}
+    except Unavailable as e:
+        return {"rows": [], "error": str(e)}
+    except RetentionError as e:
+        log.warning("retention page: deadlines not checked (%s)", type(e).__name__)
+        return {"rows": [], "error": f"The deadlines cannot be checked ({type(e).__name__})."}
 
 
 @router.get("/run", response_class=HTMLResponse)
