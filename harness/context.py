@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from retention.access import RECEIPTS_POLICY_BUCKET
 from retention.adapters.base import StoreAdapter
 from retention.adapters.database import DatabaseAdapter
 from retention.engine import RunContext
@@ -55,6 +56,7 @@ def engine_context(
     run: str | None = None,
     batch_size: int = 50_000,
     reason: str = "erasure_request",
+    receipts_bucket: str | None = None,
 ) -> RunContext:
     """A RunContext over ``engine`` (business data, ledger and holds in one database) and the given stores.
 
@@ -88,7 +90,11 @@ def engine_context(
         keeps=keeps,
         holds=HoldRegistry(engine, subject_format=policies.subject).current,
         adapters=adapters,
-        bucket_map={POLICY_BUCKET: bucket} if bucket else {},
+        # The access reports' bucket: the receipts bucket, or (where a test has none) the documents
+        # bucket, where nothing lives under their prefix.
+        bucket_map={POLICY_BUCKET: bucket, RECEIPTS_POLICY_BUCKET: receipts_bucket or bucket}
+        if bucket
+        else {},
         roots=roots,
         mode=mode,
         subject=subject,

@@ -160,6 +160,23 @@ Table(
     _text("extension_reason", nullable=True),
 )
 
+# Written by the retention system itself, not by the business (the world generates no rows here):
+# one row per access report (GDPR Art. 15) made for a customer, with the random id that names its
+# place in the receipts bucket (access-reports/<report_id>/). Policy access_reports erases report
+# and row 30 days after it was made available.
+Table(
+    "access_reports",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("customer_id", _ID, nullable=False, index=True),
+    _text("request_ref"),
+    _ts("made_available_at", index=True),
+    _text("report_id", unique=True),
+)
+
+SYSTEM_TABLES: tuple[str, ...] = ("access_reports",)
+"""Tables of ``metadata`` that the retention system writes, not the business: the world has no rows there."""
+
 
 def create_schema(engine: Engine) -> None:
     """Create the business tables and their indexes where they do not exist yet."""

@@ -1,6 +1,20 @@
 -- The business schema of the reference world (harness/world.py), for the business-db service.
 -- Generated: PYTHONPATH=.:plugins .venv/bin/python tests/unit/test_compose.py
 
+CREATE TABLE access_reports (
+	id BIGSERIAL NOT NULL,
+	customer_id BIGINT NOT NULL,
+	request_ref TEXT NOT NULL,
+	made_available_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	report_id TEXT NOT NULL,
+	PRIMARY KEY (id),
+	UNIQUE (report_id)
+);
+
+CREATE INDEX ix_access_reports_customer_id ON access_reports (customer_id);
+
+CREATE INDEX ix_access_reports_made_available_at ON access_reports (made_available_at);
+
 CREATE TABLE customers (
 	id BIGINT NOT NULL,
 	customer_no TEXT NOT NULL,

@@ -227,6 +227,7 @@ def open_context(
 
     With ``run``, the policy set must still be the one the run was planned with.
     """
+    from retention.access import bucket_map_with_receipts
     from retention.adapters.database import DatabaseAdapter
     from retention.engine import RunContext
     from retention.flow import check_same_policies
@@ -259,7 +260,8 @@ def open_context(
             keeps=keeps,
             holds=registry.current,
             adapters={store: ADAPTERS[store](stack, cfg) for store in stores},
-            bucket_map=cfg.bucket_map,
+            # The access reports' policy bucket is the receipts bucket (unless bucket_map says otherwise).
+            bucket_map=bucket_map_with_receipts(cfg.bucket_map, cfg.receipts_bucket),
             roots=roots(cfg),
             mode=mode,
             subject=subject,

@@ -72,7 +72,9 @@ def test_summary_of_an_engine_run_matches_the_world(world_env: WorldEnv, tmp_pat
     blocked = {p.id for p in ctx.policies.policies if TIGHT in p.after}
     assert blocked, "a category that runs after the held-back one shows blocking"
     for category, table in tables.items():
-        cell, want = cells[(category, "database")], expected[table]
+        # The system's own tables (access reports) have no rows in a generated world: nothing due.
+        none = {"deleted": 0, "anonymised": 0, "kept_hold": 0}
+        cell, want = cells[(category, "database")], expected.get(table, none)
         if category == TIGHT or category in blocked:
             assert (cell.erased, cell.anonymised, cell.verified) == (0, 0, None)
             assert ("awaiting approval" if category == TIGHT else f"blocked by {TIGHT}") in cell.note

@@ -984,6 +984,53 @@ class DatabaseAdapter:
             self.statements += 1
         return result
 
+    # -- reading one subject's rows (the access report; read-only) ------------------------------------
+
+    def iter_reached_rows(
+        self, selection: RowSelection, hops: Sequence[Hop] = (), *, mark_shared: bool = False
+    ) -> Iterator[list[tuple[dict[str, Any], bool]]]:
+        """Stream every column of the rows of a location's table that the selected records reach
+        through ``hops`` (none: the records themselves), held ones included, in the order of the
+        table's single-column primary key (the records key for the records table), each with
+        whether it is shared: with ``mark_shared``, a path's row that something besides the
+        selection's own path rows references (another customer's row, any other table), as
+        ``own_rows`` decides for erasure. One keyset query a batch, driven by the selection (for a
+        subject, its index); nothing is changed.
+        """
+        name = hops[-1].target if hops else selection.table
+        t = self.table(name)
+        order = self._reached_order(t, selection)
+        conds = self._selection_conditions(selection, HoldSet())
+        where = [self.reach(hops, conds)] if hops else conds
+        own: sa.ColumnElement[bool] = sa.true()
+        if hops and mark_shared:
+            target = TableTarget(
+                category="", selection=selection, table=name, action="delete", hops=tuple(hops), via=True
+            )
+            own = sa.func.coalesce(self.own_rows(target, conds, HoldSet()), sa.false())
+        cols = list(t.columns)
+        names = [c.name for c in cols]
+        at = names.index(order.name)
+        last: Any = None
+        while True:
+            q = sa.select(*cols, own).where(*where).order_by(order).limit(self.batch_size)
+            if last is not None:
+                q = q.where(order > last)
+            rows = self._run(lambda c, q=q: [tuple(r) for r in c.execute(q)])
+            if not rows:
+                return
+            yield [(dict(zip(names, r[:-1], strict=True)), not r[-1]) for r in rows]
+            last = rows[-1][at]
+
+    def _reached_order(self, t: sa.Table, selection: RowSelection) -> sa.Column[Any]:
+        """The column ``iter_reached_rows`` pages ``t`` by: its one-column primary key, or the records key."""
+        pk = list(t.primary_key.columns)
+        if len(pk) == 1:
+            return pk[0]
+        if t.name == selection.table:
+            return self.column(t.name, selection.key)
+        raise TerminalError(f"table {t.name!r} has no single-column primary key to read its rows in order")
+
 
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
