@@ -35,8 +35,8 @@ test: system-deps venv lint ## Lint (ruff, strict mypy), then the whole test sui
 test-long: system-deps venv ## The property tests on many more generated worlds (a few minutes)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m property
 
-validate: venv ## Validate the policies (DATABASE_URL=... also checks tables and columns)
-	PYTHONPATH=plugins $(PY) -m retention.cli validate include/retention_policies $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)")
+validate: venv ## Validate the policies (DATABASE_URL=... also checks tables and columns; COVERAGE=1 lists personal-looking data no policy covers)
+	PYTHONPATH=plugins $(PY) -m retention.cli validate include/retention_policies $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)") $(if $(filter-out 0,$(COVERAGE)),--coverage)
 
 ropa: venv ## Write the record of processing activities (GDPR Art. 30) to build/: ropa.da.md, ropa.en.md, ropa.json
 	mkdir -p build

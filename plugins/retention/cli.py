@@ -3,7 +3,10 @@
 Checks a folder of policies (strict model, order, templates) and, given a database URL,
 every table, column, key and relation they name against the live schema (and that no delete
 cascades into a table no policy names). Prints one line per policy,
-or the problem naming file and field; exits 0 when valid, 2 otherwise.
+or the problem naming file and field; exits 0 when valid, 2 otherwise. With ``--coverage`` (and a
+database URL) it also prints the coverage report (``retention.coverage``): one line per table or
+column that looks personal (by name, or by a bounded sample of its values, never printed) but that
+no policy covers, and exits 3 if there is any.
 
 ``python -m retention.cli hold add|release|list|check --database-url URL ...`` manages the
 legal-hold registry (``retention.holds``) in the ledger database, checking each hold as a
@@ -72,6 +75,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("validate", help="validate a folder of retention policies")
     check.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     check.add_argument("--database-url", help="SQLAlchemy URL of the business database to check identifiers")
+    check.add_argument(
+        "--coverage",
+        action="store_true",
+        help="also list tables and columns that look personal but no policy covers (exit 3 if any)",
+    )
+    check.add_argument(
+        "--coverage-skip",
+        action="append",
+        default=[],
+        metavar="TABLE[.COLUMN]",
+        help="a table (not the business's) or a column (judged on purpose) the coverage report leaves out; "
+        "repeatable",
+    )
+    check.add_argument(
+        "--coverage-sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="values read from each text column checked (default 200; 0: names only)",
+    )
     _hold_commands(sub)
     _ropa_command(sub)
     args = parser.parse_args(argv)
@@ -79,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return hold(args)
     if args.command == "ropa":
         return ropa(args)
+    if args.coverage and not args.database_url:
+        print("invalid: --coverage needs --database-url", file=sys.stderr)
+        return 2
     try:
         policies = validate(args.folder, args.database_url)
     except RetentionError as e:
@@ -98,7 +124,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"path {line}")
     schema = "checked against the database" if args.database_url else "schema not checked (no --database-url)"
     print(f"{len(policies.policies)} policies valid, set {policies.hash[:16]}; {schema}")
-    return 0
+    return coverage(args, policies) if args.coverage else 0
+
+
+def coverage(args: argparse.Namespace, policies: PolicySet) -> int:
+    """Print the database's coverage report: 0 if nothing is uncovered, 3 if something is, 2 on failure."""
+    import sqlalchemy as sa
+
+    from retention.coverage import DEFAULT_SAMPLE, database_coverage
+
+    sample = DEFAULT_SAMPLE if args.coverage_sample is None else args.coverage_sample
+    if sample < 0:
+        print("invalid: --coverage-sample must be at least 0", file=sys.stderr)
+        return 2
+    engine = sa.create_engine(args.database_url)
+    try:
+        findings = database_coverage(engine, policies, sample=sample, skip=args.coverage_skip)
+    except RetentionError as e:
+        print(f"coverage failed: {e}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    for finding in findings:
+        print(f"coverage {finding.line()}")
+    checked = f"up to {sample} values sampled per text column, none printed" if sample else "names only"
+    if not findings:
+        print(f"coverage: nothing personal-looking outside the policies ({checked})")
+        return 0
+    print(
+        f"coverage: {len(findings)} finding(s) no policy covers ({checked}); write a policy, add the "
+        "columns to a policy's fields, or leave the table or column out with --coverage-skip"
+    )
+    return 3
 
 
 # -- the record of processing activities --------------------------------------------------------
