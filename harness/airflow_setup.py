@@ -118,6 +118,8 @@ def setup_airflow(demo_dir: Path, stores: Stores, keys: Mapping[str, str]) -> Ai
         "docs_s3": json.loads(stores.s3.airflow_conn_json()),
         "archive_sftp": json.loads(stores.sftp.airflow_conn_json()),
         "retention_pseudonym": {"conn_type": "generic", "password": keys["pseudonym_key"]},
+        # retention_housekeeping removes Airflow's own records of per-customer runs through it.
+        "airflow_metadata": {"conn_type": "sqlite", "host": str(home / "airflow.db")},
     }
     settings = {
         "bucket_map": {DOCUMENTS_BUCKET: DOCUMENTS_BUCKET},
