@@ -449,6 +449,43 @@ class S3Adapter:
         # "from None": botocore messages may carry the object key (the request URL).
         raise classify(failure, _operation(method), bucket) from None
 
+    # -- read-only, for the orphan sweep (``retention.sweep``) -------------------------------------
+
+    def listed_versions(self, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool, datetime]]:
+        """Every version and delete marker under ``prefix`` as (key, version id, is delete marker,
+        last modified), in key order, one page in memory at a time; touches nothing.
+
+        As in ``_versions``, the entry the next page starts after is released only once that page
+        is fetched, so the caller may delete what it was given while the listing goes on.
+        """
+        self._check_bucket(bucket)
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        page = self._call("list_object_versions", bucket, **params)
+        while True:
+            marker = _next_marker(page, bucket)
+            listed = [
+                (str(v["Key"]), str(v["VersionId"]), kind == "DeleteMarkers", v["LastModified"])
+                for kind in ("Versions", "DeleteMarkers")
+                for v in page.get(kind) or ()
+            ]
+            held_back = []
+            # Versions and delete markers come in two lists: merged, the page is in key order.
+            for entry in sorted(listed, key=lambda e: e[0]):
+                if marker is not None and entry[:2] == marker:
+                    held_back.append(entry)
+                else:
+                    yield entry
+            if marker is None:
+                return
+            params.update(KeyMarker=marker[0], VersionIdMarker=marker[1])
+            page = self._call("list_object_versions", bucket, **params)
+            yield from held_back
+
+    def object_locks(self, bucket: str, versions: Sequence[S3Version]) -> dict[int, str | None]:
+        """The versions (by position) that S3 Object Lock keeps now, each with its retention's
+        until-date (None for a legal hold); empty if the bucket has no Object Lock. Touches nothing."""
+        return {index: lock.until for index, lock in self._locks(bucket, versions).items()}
+
 
 def _operation(method: str) -> str:
     return "".join(part.title() for part in method.split("_"))

@@ -325,6 +325,57 @@ class SftpAdapter:
         transport = channel.get_transport()
         return transport is None or not transport.is_active()
 
+    # -- read-only, for the orphan sweep (``retention.sweep``) -------------------------------------
+
+    def listed_files(self, root: str, top: str) -> Iterator[tuple[str, bool, int]]:
+        """(path relative to ``root``, is a symlink, modification time in seconds) of every
+        non-directory under the directory ``top`` (``""``: the root itself; else ending in ``/``),
+        names sorted per directory; touches nothing.
+
+        Nothing is followed: a symlinked directory is yielded as a link and never entered, and so is
+        a symlink on the way from the root to ``top``. A missing ``top`` yields nothing; a ``root``
+        that is not a real directory raises ``UnknownLocationError``.
+        """
+        attrs = self._looked_up(root)
+        if attrs is None or attrs.st_mode is None or not stat.S_ISDIR(attrs.st_mode):
+            raise UnknownLocationError(f"orphan sweep: archive root {root} is not a real directory")
+        for d in dirs_on_the_way(top) if top else []:
+            attrs = self._looked_up(_join(root, d))
+            mode = None if attrs is None else attrs.st_mode
+            if attrs is not None and mode is not None and stat.S_ISLNK(mode):
+                yield d, True, int(attrs.st_mtime or 0)
+                return
+            if mode is None or not stat.S_ISDIR(mode):
+                return
+        pending = [top.rstrip("/")]
+        while pending:
+            rel = pending.pop()
+            try:
+                entries = self._call(self._client.listdir_attr, _join(root, rel) if rel else root)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+                raise _terminal(exc, "listing") from exc
+            subdirs = []
+            for entry in sorted(entries, key=lambda e: e.filename):
+                child = f"{rel}/{entry.filename}" if rel else entry.filename
+                mode = entry.st_mode or 0
+                # OpenSSH reads directory entries with lstat: S_ISDIR is never true for a link.
+                if stat.S_ISDIR(mode):
+                    subdirs.append(child)
+                else:
+                    yield child, stat.S_ISLNK(mode), int(entry.st_mtime or 0)
+            pending.extend(reversed(subdirs))
+
+    def _looked_up(self, path: str) -> paramiko.SFTPAttributes | None:
+        """``lstat`` of an absolute path; None if it does not exist (any other failure is terminal)."""
+        try:
+            return self._call(self._client.lstat, path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise _terminal(exc, "lookup") from exc
+
 
 def _join(root: str, path: str) -> str:
     return f"{root}/{path.rstrip('/')}"

@@ -35,6 +35,9 @@ RECENT_WINDOW = 200_000
 APPROVAL_DECISIONS = ("approved", "rejected", "skipped")
 """Outcomes of an ``approval`` entry that answer a request (``skipped``: nobody answered in time)."""
 
+OTHER_RUN_ACTIONS = ("orphan_sweep", "sweep", "housekeeping", "access_report")
+"""Ledger actions of the DAGs that are no retention run: their runs are not listed as recent runs."""
+
 BACKLOG_NIGHTS = 30
 """How many of the newest real nightly summaries the backlog's age (consecutive nights) is counted over."""
 
@@ -303,12 +306,20 @@ class LedgerReader:
                 sa.func.count(),
                 sa.func.max(t.c.subject_ref),
             )
-            .where(self._recent(), t.c.run_id.is_not(None))
+            .where(self._recent(), t.c.run_id.is_not(None), t.c.run_id.not_in(self._other_runs()))
             .group_by(t.c.run_id)
             .order_by(sa.func.max(t.c.seq).desc())
             .limit(limit)
         )
         return [RunInfo(*row) for row in self._rows(query)]
+
+    def _other_runs(self) -> sa.Select[Any]:
+        """Run ids of the DAGs that are no retention run (sweep, housekeeping, access report): the
+        overview's recent runs are the nightly runs and the erasures."""
+        t = self._t
+        return sa.select(t.c.run_id).where(
+            self._recent(), t.c.run_id.is_not(None), t.c.action.in_(OTHER_RUN_ACTIONS)
+        )
 
     def run_info(self, run_id: str) -> RunInfo | None:
         """One run's span and subject, or None if the ledger has no entry of it."""
@@ -396,7 +407,7 @@ class LedgerReader:
         """Approval requests among the recent entries that no later decision of the same run answers."""
         t = self._t
         requests = self._rows(
-            sa.select(t.c.seq, t.c.recorded_at, t.c.run_id, t.c.category, t.c.count, t.c.reason)
+            sa.select(t.c.seq, t.c.recorded_at, t.c.run_id, self._asked_about(), t.c.count, t.c.reason)
             .where(self._recent(), t.c.action == "approval", t.c.outcome == "approval_requested")
             .order_by(t.c.seq.desc())
             .limit(limit)
@@ -405,13 +416,13 @@ class LedgerReader:
         answered: dict[tuple[str, str], int] = {}
         if run_ids:
             decisions = self._rows(
-                sa.select(t.c.run_id, t.c.category, sa.func.max(t.c.seq))
+                sa.select(t.c.run_id, self._asked_about(), sa.func.max(t.c.seq))
                 .where(
                     t.c.run_id.in_(run_ids),
                     t.c.action == "approval",
                     t.c.outcome.in_(APPROVAL_DECISIONS),
                 )
-                .group_by(t.c.run_id, t.c.category)
+                .group_by(t.c.run_id, self._asked_about())
             )
             answered = {(run, cat): seq for run, cat, seq in decisions}
         return [
@@ -419,6 +430,10 @@ class LedgerReader:
             for seq, at, run, cat, n, why in requests
             if run is not None and cat is not None and answered.get((run, cat), 0) < seq
         ]
+
+    def _asked_about(self) -> sa.ColumnElement[Any]:
+        """What an approval is about: its category, or (an orphan sweep's) the location's root."""
+        return sa.func.coalesce(self._t.c.category, self._t.c.location)
 
     def receipts(self, limit: int = 20) -> list[Receipt]:
         """The newest erasure receipts referenced from the ledger (action ``receipt``)."""
