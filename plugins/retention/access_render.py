@@ -19,7 +19,9 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import IO, Any, Literal, Protocol
 
-from retention.policy import Period, Policy, Retention, Texts
+from retention.policy import Policy, Retention, Texts
+from retention.ropa import NOT_DECLARED, period_words
+from retention.scope import BASIS_WORDS
 
 Lang = Literal["da", "en"]
 
@@ -164,34 +166,6 @@ def plain(value: Any) -> Any:
 
 # -- words ------------------------------------------------------------------------------------------
 
-BASIS: dict[str, dict[Lang, str]] = {
-    "consent": {"da": "samtykke", "en": "consent"},
-    "contract": {"da": "opfyldelse af en kontrakt", "en": "performance of a contract"},
-    "legal_obligation": {"da": "retlig forpligtelse", "en": "legal obligation"},
-    "vital_interests": {"da": "vitale interesser", "en": "vital interests"},
-    "public_task": {"da": "opgave i samfundets interesse", "en": "a task in the public interest"},
-    "legitimate_interests": {"da": "legitime interesser", "en": "legitimate interests"},
-}
-
-NOT_DECLARED: dict[Lang, str] = {"da": "ikke angivet", "en": "not declared"}
-
-_UNITS: dict[Lang, tuple[tuple[str, str], ...]] = {
-    "da": (("år", "år"), ("måned", "måneder"), ("dag", "dage")),
-    "en": (("year", "years"), ("month", "months"), ("day", "days")),
-}
-_AND: dict[Lang, str] = {"da": "og", "en": "and"}
-
-
-def period_words(period: Period, lang: Lang) -> str:
-    """``P1Y6M`` -> "1 år og 6 måneder" / "1 year and 6 months"."""
-    parts = [
-        f"{n} {one if n == 1 else many}"
-        for n, (one, many) in zip((period.years, period.months, period.days), _UNITS[lang], strict=True)
-        if n
-    ]
-    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} {_AND[lang]} {parts[-1]}"
-
-
 def retention_words(retention: Retention) -> dict[Lang, str]:
     """How long the category is kept, in words, with the event it counts from (as the policy words it)."""
     if not retention.has_clock:
@@ -226,7 +200,7 @@ def category_facts(policy: Policy) -> dict[str, Any]:
         "sources": texts(policy.sources),
         "legal_basis": {
             "basis": policy.legal_basis.basis,
-            "words": dict(BASIS[policy.legal_basis.basis]),
+            "words": BASIS_WORDS[policy.legal_basis.basis].model_dump(),
             "gdpr": policy.legal_basis.gdpr,
             "national": policy.legal_basis.national,
         },
@@ -458,7 +432,7 @@ class MarkdownWriter:
             f"- **{w('purpose')}:** {_text(policy.purpose, lang)}",
             f"- **{w('personal_data')}:** {_text(policy.personal_data, lang)}",
             f"- **{w('sources')}:** {_text(policy.sources, lang)}",
-            f"- **{w('basis')}:** {BASIS[basis.basis][lang]} ({cell(law)})",
+            f"- **{w('basis')}:** {getattr(BASIS_WORDS[basis.basis], lang)} ({cell(law)})",
             f"- **{w('retention')}:** {cell(retention_words(policy.retention)[lang])}",
             f"- **{w('on_request')}:** {cell(on_request)}",
             "",
