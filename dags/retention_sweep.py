@@ -13,6 +13,7 @@ from retention_airflow.sweep_tasks import (
     GROUP,
     SWEEP_XCOM,
     SweepApprovalOperator,
+    check_coverage,
     finish_sweep,
     plan_root,
     prepare_sweep,
@@ -49,6 +50,18 @@ and digests, never keys) → `finish_sweep` records the approvals, checks the le
 sums up (its return value); it fails, and alerts, while any orphan is reported or anything is
 unproven.
 
+**Coverage**: beside the roots, `check_coverage` lists what looks like personal data but no policy
+covers (the same report as `make validate ... COVERAGE=1`, and the stores besides): tables no
+policy names whose name or columns look personal, personal-looking columns of tables the policies
+only anonymise or read (by column name, and by a sample of at most 200 values per text column:
+e-mail, phone and CPR patterns), S3 prefixes of the policies' buckets (the real names from
+`bucket_map`; `receipts_prefix` in `receipts_bucket` is the system's own) and directories of the
+archive (`archive_root`) and the share (`filesystem_root`) that no location's template renders.
+It records one ledger entry (action *coverage*: the count per kind and the findings' lines, names
+and counts only, never a value; a name that looks personal is not shown) and logs one
+`SUMMARY coverage ...` line per finding. Findings do not fail the run: they are shown on the
+monitoring page (*Last sweep*) and in the log; the task fails only when a store cannot be read.
+
 **Params**: `dry_run` (find and count only; erase nothing; roots that only report never erase) and
 `max_items` (per root, the orphans the sweep erases without asking; default 1000).
 
@@ -82,6 +95,14 @@ orphans, list the root yourself and compare (or run the sweep with `dry_run` aft
   if the volume is expected (a known incident, a new *erase* policy); reject and investigate
   otherwise (a mass of orphans usually means rows were lost: restore them first). Reject erases
   nothing and is recorded; unanswered requests time out after 24 hours and the run fails.
+- *Coverage findings* (`check_coverage`): an uncovered table or column: add it to the policy of
+  its category (a `locations` entry of the table with `action: delete`, or its column in an
+  anonymising location's *fields*), or, if it must be kept (our staff's names, a decision for the
+  data-protection lead), accept it on purpose with `--coverage-skip table.column` of
+  `python -m retention.cli validate`; this weekly report keeps listing it until a policy covers
+  it. An uncovered S3 prefix or directory: find the feature that writes there and give it a policy
+  location (its template), or move the files under a covered root; files nobody needs are deleted
+  by hand.
 - A red `sweep`: `EraseFailedError` (the store refused items: permissions, a symlink on the way),
   `VerificationError` (listing again found orphans that should be gone), or `over_cap` (more orphans
   at erase time than cleared: the rest is untouched). Fix the cause, then trigger the DAG again:
@@ -124,7 +145,7 @@ def retention_sweep() -> None:
         approve = SweepApprovalOperator(task_id="approve", response_timeout=timedelta(hours=24), retries=0)
         plan_root(run, root) >> approve >> sweep_root(run, root)
 
-    per_root.expand(root=roots) >> finish_sweep(run, roots)
+    [per_root.expand(root=roots), check_coverage(run)] >> finish_sweep(run, roots)
 
 
 retention_sweep()

@@ -5,9 +5,10 @@ harness's S3 (moto) and SFTP (OpenSSH) servers and the business database (an emb
 SQLite file by default, ``--business-db postgres`` for the harness's PostgreSQL), generates
 the demo-sized reference world, starts Airflow (api-server, scheduler, dag-processor,
 triggerer: all on 127.0.0.1, SQLite metadata, LocalExecutor) and runs the nightly
-retention DAG and one customer's erasure through the REST API. It prints a summary from
-the ledger (per category and store: erased, anonymised, kept and why, verified), the
-erasure receipt and where to look in the UI, then keeps everything running until Ctrl-C
+retention DAG, one customer's erasure and the weekly orphan sweep (with the coverage report)
+through the REST API. It prints a summary from the ledger (per category and store: erased,
+anonymised, kept and why, verified), the erasure receipt, the sweep's counts per root and the
+coverage findings, and where to look in the UI, then keeps everything running until Ctrl-C
 or ``python -m harness.demo stop`` (``make demo-stop``); ``--once`` stops at once instead.
 
 Categories over their blast-radius cap wait for a human in the UI's *Required actions*;
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from harness.demo_config import DEMO_DIR, ERASURE, NIGHTLY, REPO, say
+from harness.demo_config import DEMO_DIR, ERASURE, NIGHTLY, REPO, SWEEP, say
 
 if str(REPO / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO / "plugins"))
@@ -58,7 +59,7 @@ from harness.airflow_api import (  # noqa: E402
 )
 from harness.airflow_setup import db_migrate, make_secrets, setup_airflow, start_airflow, stop_airflow  # noqa: E402
 from harness.demo_stores import choose_customer, make_world, start_stores  # noqa: E402
-from harness.demo_summary import nightly_summary, receipt_markdown, where_to_look  # noqa: E402
+from harness.demo_summary import nightly_summary, receipt_markdown, sweep_summary, where_to_look  # noqa: E402
 from harness.processes import ProcessRecord, State, prepare_demo_dir, stop_demo  # noqa: E402
 from harness.world_rules import NOW  # noqa: E402
 
@@ -89,7 +90,7 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 def start(options: Options, demo_dir: Path = DEMO_DIR) -> int:
     """Run the whole demo; keep it running until stopped (or stop at once with ``--once``)."""
     began = time.monotonic()
-    say("[1/7] cleaning up an earlier demo")
+    say("[1/8] cleaning up an earlier demo")
     if stop_demo(demo_dir):
         say("  stopped the demo that was still running")
     prepare_demo_dir(demo_dir)
@@ -116,21 +117,21 @@ def start(options: Options, demo_dir: Path = DEMO_DIR) -> int:
 
 
 def _run(stack: ExitStack, options: Options, state: State, demo_dir: Path, began: float) -> None:
-    say("[2/7] starting the stores on loopback")
+    say("[2/8] starting the stores on loopback")
     stores = start_stores(stack, demo_dir, options.business_db, state)
     state.save(demo_dir)
-    say(f"[3/7] generating the reference world (demo size, business clock {NOW:%Y-%m-%d %H:%M %Z})")
+    say(f"[3/8] generating the reference world (demo size, business clock {NOW:%Y-%m-%d %H:%M %Z})")
     step = time.monotonic()
     world = make_world(stores)
     customer = choose_customer(world)
     say(f"  world ready in {time.monotonic() - step:.0f} s")
     keys = make_secrets(demo_dir)
     setup = setup_airflow(demo_dir, stores, keys)
-    say(f"[4/7] preparing Airflow in {setup.home.relative_to(REPO)} (airflow db migrate)")
+    say(f"[4/8] preparing Airflow in {setup.home.relative_to(REPO)} (airflow db migrate)")
     step = time.monotonic()
     db_migrate(setup.env, setup.logs / "db-migrate.log")
     say(f"  metadata database ready in {time.monotonic() - step:.0f} s")
-    say(f"[5/7] starting Airflow on {setup.url} (api-server, scheduler, dag-processor, triggerer)")
+    say(f"[5/8] starting Airflow on {setup.url} (api-server, scheduler, dag-processor, triggerer)")
     # Registered after the stores: the ExitStack stops Airflow first, then the stores.
     stack.callback(stop_airflow, state, demo_dir)
     start_airflow(setup, state, demo_dir)
@@ -140,13 +141,13 @@ def _run(stack: ExitStack, options: Options, state: State, demo_dir: Path, began
     stack.callback(api.close)
     wait_for_airflow(api, state, setup)
     prepare_dags(api, POOLS_SQLITE if options.business_db == "sqlite" else POOLS_POSTGRES)
-    say(f"[6/7] nightly retention run (dry_run false, as_of {NOW.isoformat()})")
+    say(f"[6/8] nightly retention run (dry_run false, as_of {NOW.isoformat()})")
     run_id = trigger(api, NIGHTLY, {"dry_run": False, "as_of": NOW.isoformat()})
     policy = ApprovalPolicy(
         api, run_id, auto=options.approve, wait=options.approval_wait, password=keys["admin_password"]
     )
     nightly = follow(api, NIGHTLY, run_id, label="nightly", on_approvals=policy)
-    say(f"[7/7] customer erasure of customer {customer} (request {REQUEST_REF})")
+    say(f"[7/8] customer erasure of customer {customer} (request {REQUEST_REF})")
     conf = {
         "customer_id": str(customer),
         "request_ref": REQUEST_REF,
@@ -154,6 +155,9 @@ def _run(stack: ExitStack, options: Options, state: State, demo_dir: Path, began
         "dry_run": False,
     }
     erasure = follow(api, ERASURE, trigger(api, ERASURE, conf), label="erasure")
+    say("[8/8] weekly orphan sweep and coverage report (stray archive files, a table no policy names)")
+    api.request("PATCH", f"/api/v2/dags/{SWEEP}", json={"is_paused": False})
+    sweep = follow(api, SWEEP, trigger(api, SWEEP, {"dry_run": False}), label="sweep")
     engine = sa.create_engine(stores.business_url)
     stack.callback(engine.dispose)
     final = xcom_value(api, NIGHTLY, nightly.run_id, "finish_nightly") if nightly.state in FINISHED else None
@@ -164,7 +168,9 @@ def _run(stack: ExitStack, options: Options, state: State, demo_dir: Path, began
     say(f"Customer erasure {erasure.run_id}: {erasure.state}; the receipt:\n")
     say(receipt_markdown(stores, receipt))
     say("=" * 100)
-    say(where_to_look(setup.url, keys["admin_password"], nightly, erasure))
+    say(sweep_summary(engine, sweep))
+    say("=" * 100)
+    say(where_to_look(setup.url, keys["admin_password"], nightly, erasure, sweep))
     say(f"\nlogs: {setup.logs.relative_to(REPO)}/   ready after {time.monotonic() - began:.0f} s")
     state.phase = "running"
     state.save(demo_dir)

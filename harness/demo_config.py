@@ -17,6 +17,7 @@ DOCUMENTS_BUCKET = "alleskar-documents"
 RECEIPTS_BUCKET = "alleskar-privacy-receipts"
 NIGHTLY = "retention_nightly"
 ERASURE = "customer_erasure"
+SWEEP = "retention_sweep"
 ADMIN = "admin"
 
 

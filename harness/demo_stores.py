@@ -6,8 +6,11 @@ The business database is an embedded SQLite file by default, or the harness's Po
 from __future__ import annotations
 
 import json
+import os
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,8 @@ def sqlite_conn(path: Path) -> dict[str, Any]:
 
 
 def make_world(stores: Stores) -> World:
-    """Generate the demo-sized reference world into the three stores (progress on stderr)."""
+    """Generate the demo-sized reference world into the three stores (progress on stderr), and plant
+    what no policy manages (``plant_unmanaged``)."""
     engine = sa.create_engine(stores.business_url)
     try:
         with sftp_session(stores.sftp.spec) as sftp:
@@ -72,6 +76,7 @@ def make_world(stores: Stores) -> World:
                 size=WorldSize.demo(),
                 progress=True,
             )
+        plant_unmanaged(engine, Path(stores.archive_root))
         if engine.dialect.name == "sqlite":
             # WAL lets the monitoring page and the plan tasks read while a task writes.
             with engine.connect() as conn:
@@ -80,6 +85,41 @@ def make_world(stores: Stores) -> World:
         engine.dispose()
     stores.s3.create_bucket(RECEIPTS_BUCKET)
     return world
+
+
+UNCOVERED_TABLE = "newsletter_signups"
+"""A table the demo adds to the business database and no policy names: the coverage report lists it."""
+STRAY_FILES = ("scans-unsorted/scan-a.pdf", "scans-unsorted/scan-b.pdf")
+"""Files the demo puts in the archive that no record names, back-dated past the grace: orphans."""
+STRAY_AGE_DAYS = 30
+
+
+def plant_unmanaged(engine: sa.Engine, archive_root: Path) -> None:
+    """What the weekly sweep is for: one table no policy covers, with a few made-up sign-ups, and
+    archive files no record names, 30 days old (their mtime is set back: moto's server gives every
+    S3 object the time it was written, so an S3 orphan planted now would only count as recent)."""
+    table = sa.Table(
+        UNCOVERED_TABLE,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"id": i, "email": f"reader{i}@example.org", "created_at": datetime(2026, 5, i, 9, 30)}
+                for i in range(1, 4)
+            ],
+        )
+    old = time.time() - STRAY_AGE_DAYS * 86400
+    for rel in STRAY_FILES:
+        path = archive_root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%PDF-1.4 a scan nobody filed\n")
+        os.utime(path, (old, old))
 
 
 def choose_customer(world: World) -> int:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from harness.airflow_api import RunOutcome
-from harness.demo_config import ADMIN, ERASURE, NIGHTLY, policy_stores
+from harness.demo_config import ADMIN, ERASURE, NIGHTLY, SWEEP, policy_stores
 from harness.demo_stores import Stores
 from harness.world_rules import NOW
 from retention.results import Reason, RunSummary, Skip
@@ -179,6 +179,55 @@ def nightly_summary(engine: sa.Engine, outcome: RunOutcome, final: Mapping[str, 
     return "\n".join(lines)
 
 
+SWEEP_COLUMNS = {
+    "found": "orphans",
+    "reported": "reported",
+    "erased": "erased",
+    "held": "held",
+    "recent": "recent",
+}
+"""What the demo prints per root of the sweep: column -> key of the root's ``orphan_sweep`` summary."""
+
+
+def sweep_summary(engine: sa.Engine, outcome: RunOutcome) -> str:
+    """The sweep's counts per root and the coverage report's findings, from the sweep run's ledger entries."""
+    entries = sorted(run_entries(engine, outcome.run_id), key=lambda e: int(e["seq"]))
+    roots = {
+        str(e["location"]): e.get("detail") or {}
+        for e in entries
+        if e["action"] == "orphan_sweep" and e["outcome"] == "summary"
+    }
+    coverage = [e for e in entries if e["action"] == "coverage" and e["outcome"] == "summary"]
+    lines = [f"Orphan sweep {outcome.run_id}: {outcome.state}", ""]
+    width = max([len("root"), *(len(r) for r in roots)])
+    lines.append(f"  {'root':<{width}}  " + "  ".join(f"{c:>8}" for c in SWEEP_COLUMNS))
+    for root, detail in roots.items():
+        counts = [detail.get(k, 0) if isinstance(detail, Mapping) else 0 for k in SWEEP_COLUMNS.values()]
+        lines.append(f"  {root:<{width}}  " + "  ".join(f"{n:>8}" for n in counts))
+    if not roots:
+        lines.append("  (no root wrote its summary: see the run's task logs)")
+    if any(isinstance(d, Mapping) and d.get("reported") for d in roots.values()):
+        lines += [
+            "",
+            "Reported orphans fail finish_sweep (red, and an alert): decide per item, see the runbook",
+            "'A red retention_sweep' and the DAG page. Recent items are younger than the grace (7 days).",
+        ]
+    lines.append("")
+    if not coverage:
+        lines.append("check_coverage: no coverage report in the ledger (see the task's log)")
+        return "\n".join(lines)
+    report = coverage[-1]
+    detail = report.get("detail") or {}
+    lines.append(
+        f"check_coverage: {report['count']} finding(s) no policy covers (names and counts, never a value)"
+    )
+    lines += [f"  - {line}" for line in detail.get("findings") or ()]
+    hidden = int(report["count"]) - len(detail.get("findings") or ())
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more in the task's log")
+    return "\n".join(lines)
+
+
 def receipt_markdown(stores: Stores, receipt: Mapping[str, Any] | None) -> str:
     """The Markdown receipt as stored in the receipts bucket."""
     if not receipt:
@@ -188,7 +237,9 @@ def receipt_markdown(stores: Stores, receipt: Mapping[str, Any] | None) -> str:
     return f"(s3://{where['bucket']}/{where['markdown_key']})\n\n{body.decode()}"
 
 
-def where_to_look(url: str, password: str, nightly: RunOutcome, erasure: RunOutcome | None) -> str:
+def where_to_look(
+    url: str, password: str, nightly: RunOutcome, erasure: RunOutcome | None, sweep: RunOutcome | None = None
+) -> str:
     """The UI addresses worth opening, and the login."""
     lines = [
         f"Airflow UI             {url}/   (login: {ADMIN} / {password})",
@@ -198,8 +249,10 @@ def where_to_look(url: str, password: str, nightly: RunOutcome, erasure: RunOutc
     ]
     if erasure is not None:
         lines.append(f"  this run             {url}/dags/{ERASURE}/runs/{quote(erasure.run_id, safe='')}")
+    if sweep is not None:
+        lines.append(f"orphan sweep           {url}/dags/{SWEEP}/runs/{quote(sweep.run_id, safe='')}")
     lines += [
         f"Required actions       {url}/required_actions   (approvals of categories over their cap)",
-        f"Retention monitoring   {url}/retention/   (ledger, chain, receipts; 'Retention' in the menu)",
+        f"Retention monitoring   {url}/retention/   (ledger, chain, receipts, last sweep; in the menu)",
     ]
     return "\n".join(lines)

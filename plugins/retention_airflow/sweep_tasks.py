@@ -4,7 +4,9 @@
 (mapped task group ``root``): ``plan`` counts, ``approve`` asks a human only when more than the cap
 would be erased, ``sweep`` finds, erases what the policies allow, verifies and records; then
 ``finish_sweep`` records the decisions, checks the ledger chain and fails (alerting ops) while any
-orphan is reported or anything is unproven. XCom carries counts and digests only, never keys.
+orphan is reported or anything is unproven. Beside the roots, ``check_coverage`` lists what looks
+personal but no policy covers (tables, columns, S3 prefixes, archive and share directories) and
+records it as one ledger entry. XCom carries counts and digests only, never keys.
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ from retention.serde import from_json, to_json
 from retention_airflow.tasks import LEDGER_ASSET, engine_errors
 
 if TYPE_CHECKING:
+    from retention.coverage import Finding
     from retention.engine import RunContext
+    from retention.ledger_entry import LedgerEntry
     from retention.sweep import SweepPlan, SweepRun
 
 log = logging.getLogger(__name__)
+
+COVERAGE_ACTION = "coverage"
+"""The ledger action of the coverage report's entry (outcome ``summary``, count: the findings)."""
+COVERAGE_DETAIL_BUDGET = 3500
+"""Characters of the entry's findings lines at most (the ledger refuses a detail over 4096)."""
+COVERAGE_LINE = 300
 
 GROUP = "root"
 """The mapped task group: one instance per root (map index = position in ``SweepRun.roots``)."""
@@ -246,3 +256,94 @@ def finish_sweep(run: dict[str, Any], roots: list[str]) -> dict[str, Any]:
         shown = "; ".join(summary.problems[:10])
         raise AirflowFailException(f"the orphan sweep needs attention ({len(summary.problems)}): {shown}")
     return to_json(summary)  # type: ignore[no-any-return]
+
+
+def _shown(finding: Finding) -> str:
+    """The finding's line for the ledger and the log: names and counts only; a line that would look
+    personal to the ledger's guard (a long digit run, an address, a control character) is not shown."""
+    from retention.guard import personal_data_kind
+
+    line = finding.line()
+    if not line.isprintable() or personal_data_kind(line) is not None:
+        return f"uncovered {finding.kind} (its name is not shown: it looks like personal data)"
+    return line if len(line) <= COVERAGE_LINE else f"{line[: COVERAGE_LINE - 3]}..."
+
+
+def coverage_entry(info: SweepRun, findings: list[Finding]) -> LedgerEntry:
+    """The coverage report's one ledger entry: the count per kind and the findings' lines (as many
+    as fit the ledger's detail; ``shown`` says how many)."""
+    from retention.ledger_entry import LedgerEntry
+
+    kinds = {"table": 0, "column": 0, "prefix": 0, "directory": 0}
+    for f in findings:
+        kinds[f.kind] += 1
+    lines: list[str] = []
+    used = 0
+    for f in findings:
+        line = _shown(f)
+        used += len(line) + 3
+        if used > COVERAGE_DETAIL_BUDGET:
+            break
+        lines.append(line)
+    detail = {**kinds, "findings": lines, "shown": len(lines), "dry_run": info.dry_run}
+    return LedgerEntry(
+        run_id=info.run_id,
+        action=COVERAGE_ACTION,
+        outcome="summary",
+        count=len(findings),
+        policy_set_hash=info.policy_set_hash,
+        detail=detail,
+    )
+
+
+def _store_coverage(ctx: RunContext) -> list[Finding]:
+    """Every policy bucket (its real name from ``bucket_map``; the receipts prefix skipped in the receipts
+    bucket), the archive and the share, where a policy uses them."""
+    from retention import coverage_stores as cs
+    from retention_airflow import clients
+
+    cfg = clients.settings()
+    policies = ctx.policies
+    findings: list[Finding] = []
+    buckets = cs.policy_buckets(policies)
+    if buckets:
+        client = clients.s3_client()
+        for name in buckets:
+            real = ctx.bucket_map.get(name, name)
+            skip = [cfg.receipts_prefix] if real == cfg.receipts_bucket else []
+            findings += cs.s3_coverage(client, real, name, policies, skip=skip)
+    stores = {loc.store for p in policies.policies for loc in p.file_locations()}
+    if "sftp" in stores:
+        with clients.sftp_client() as sftp:
+            findings += cs.tree_coverage(sftp, cfg.archive_root, policies, store="sftp")
+    if "filesystem" in stores and cfg.filesystem_root:
+        findings += cs.tree_coverage(None, cfg.filesystem_root, policies, store="filesystem")
+    return findings
+
+
+@task
+@engine_errors
+def check_coverage(run: dict[str, Any]) -> dict[str, Any]:
+    """What looks personal but no policy covers: tables and columns of the business database, S3 prefixes,
+    archive and share directories. Records one ledger entry (names and counts, never a value) and logs
+    one ``SUMMARY`` line per finding; findings alone do not fail the task: they are shown and reported."""
+    from retention.coverage import database_coverage
+
+    info = _info(run)
+    with _context(info) as ctx:
+        findings = [*database_coverage(ctx.database.engine, ctx.policies), *_store_coverage(ctx)]
+        entry = coverage_entry(info, findings)
+        if ctx.ledger is not None:  # also in a dry run: a report erases nothing
+            ctx.ledger.append_many([entry])
+    for f in findings:
+        log.info("SUMMARY coverage %s", _shown(f))
+    detail = dict(entry.detail or {})
+    log.info(
+        "SUMMARY coverage findings=%d tables=%s columns=%s prefixes=%s directories=%s",
+        len(findings),
+        detail["table"],
+        detail["column"],
+        detail["prefix"],
+        detail["directory"],
+    )
+    return detail

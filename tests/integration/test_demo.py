@@ -22,9 +22,9 @@ import yaml
 
 from harness.airflow_api import RunOutcome
 from harness.airflow_setup import airflow_components, airflow_env, write_private
-from harness.demo_config import DemoError, policy_stores
-from harness.demo_stores import choose_customer, sqlite_conn
-from harness.demo_summary import ledger_cells, nightly_summary, render_table, run_entries
+from harness.demo_config import SWEEP, DemoError, policy_stores
+from harness.demo_stores import STRAY_FILES, UNCOVERED_TABLE, choose_customer, plant_unmanaged, sqlite_conn
+from harness.demo_summary import ledger_cells, nightly_summary, render_table, run_entries, sweep_summary
 from harness.processes import MARKER, ProcessRecord, State, prepare_demo_dir, stop_demo
 from harness.world_truth import Fate
 from retention.flow import run_all
@@ -121,6 +121,60 @@ def test_the_ledger_of_a_run_that_did_not_happen_gives_empty_cells(world_env: Wo
     cells = ledger_cells(run_entries(world_env.engine, "no_such_run"), policy_stores())
     assert all(c.erased == c.anonymised == 0 and c.verified is None and not c.kept for c in cells.values())
     assert "total" in render_table(cells)
+
+
+def test_the_demo_plants_what_no_policy_manages_and_prints_the_sweep_from_the_ledger(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from retention.coverage import database_coverage
+    from retention.ledger import Ledger, LedgerEntry
+    from retention.sweep import SweepRun
+    from retention_airflow.sweep_tasks import coverage_entry
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'business.db'}")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    plant_unmanaged(engine, archive)
+    policies = load_policies(POLICY_DIR)
+    findings = database_coverage(engine, policies)
+    assert {f.place for f in findings} >= {UNCOVERED_TABLE, f"{UNCOVERED_TABLE}.email"}
+    for rel in STRAY_FILES:  # older than the sweep's grace (7 days)
+        assert (archive / rel).stat().st_mtime < time.time() - 29 * 86400
+
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    root = "sftp:*"
+    counts = {"orphans": 2, "reported": 2, "erased": 0, "held": 0, "recent": 31}
+    run = SweepRun("sweep_demo", datetime.now(UTC), False, 1000, policies.hash, (root,))
+    ledger.append_many(
+        [
+            LedgerEntry(
+                run_id=run.run_id,
+                store="sftp",
+                location=root,
+                action="orphan_sweep",
+                outcome="summary",
+                count=2,
+                detail=counts,
+            ),
+            coverage_entry(run, findings),
+        ]
+    )
+    printed = sweep_summary(engine, RunOutcome(SWEEP, run.run_id, "failed"))
+    assert "Orphan sweep sweep_demo: failed" in printed
+    assert next(line for line in printed.splitlines() if root in line).split() == [
+        root,
+        "2",
+        "2",
+        "0",
+        "0",
+        "31",
+    ]
+    assert f"check_coverage: {len(findings)} finding(s)" in printed
+    assert f"uncovered table {UNCOVERED_TABLE}: no policy names it" in printed
+    assert "A red retention_sweep" in printed
+    assert "@example.org" not in printed
+    engine.dispose()
 
 
 def test_the_erasure_customer_has_kept_invoices_archived_files_and_no_hold(world_env: WorldEnv) -> None:

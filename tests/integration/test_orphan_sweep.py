@@ -338,7 +338,7 @@ def test_the_sweep_erases_exactly_the_unnamed_and_keeps_everything_else(
 def test_an_orphan_left_after_erasing_fails_the_sweep_loudly(planted: Sweep) -> None:
     ctx = planted.context()
     root = root_named(ctx, "sftp:cases/*")
-    ctx.adapters["sftp"].erase = lambda target, batch: EraseOutcome(erased=batch.count)  # type: ignore[attr-defined]
+    ctx.adapters["sftp"].erase = lambda target, batch: EraseOutcome(erased=batch.count)  # type: ignore[method-assign]
 
     with pytest.raises(VerificationError, match="1 unnamed item"):
         sweep_root(ctx, root)
@@ -394,6 +394,12 @@ def test_the_dag_sweeps_every_root_and_alerts_on_reported_orphans(
     assert not any(rel in tree for rel in ERASED_FILES) and "exports/loose.zip" in tree
     assert _xcom(run, "prepare_sweep") == list(results)
     assert Ledger(planted.engine).verify_chain().ok
+    # check_coverage ran beside the roots: one ledger entry, names and counts only; it did not fail the run.
+    report = _xcom(run, "check_coverage")
+    (coverage,) = [e for e in Ledger(planted.engine).entries(run_id=run.run_id) if e["action"] == "coverage"]
+    assert coverage["outcome"] == "summary" and coverage["detail"] == report
+    assert coverage["count"] == sum(report[k] for k in ("table", "column", "prefix", "directory"))
+    assert report["prefix"] == report["directory"] == 0  # every S3 prefix and archive directory is a root
 
 
 def _mapped_results(run: Any, n: int) -> dict[str, dict[str, Any]]:

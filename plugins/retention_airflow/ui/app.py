@@ -250,13 +250,15 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, _user: User) -> HTMLResponse:
-    """Chain status, pending approvals, the backlog, the recent runs per category and the erasure receipts."""
+    """Chain status, pending approvals, the backlog, the last sweep, the recent runs per category and the
+    erasure receipts."""
     site = _site(request)
 
     def load(reader: LedgerReader) -> dict[str, Any]:
         data = {
             "approvals": reader.pending_approvals(),
             "backlog": reader.backlog(),
+            "last_sweep": reader.last_sweep(),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
         }

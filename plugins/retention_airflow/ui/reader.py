@@ -1,5 +1,5 @@
-"""What the monitoring page shows, read from the ledger: runs, approvals, receipts, backlog, entries,
-chain status.
+"""What the monitoring page shows, read from the ledger: runs, approvals, receipts, backlog, the last
+sweep and coverage report, entries, chain status.
 
 Only counts, digests, codes and pseudonyms are read (the ledger holds nothing else). The
 overview's queries look at the newest ``RECENT_WINDOW`` entries (and the newest
@@ -35,7 +35,11 @@ RECENT_WINDOW = 200_000
 APPROVAL_DECISIONS = ("approved", "rejected", "skipped")
 """Outcomes of an ``approval`` entry that answer a request (``skipped``: nobody answered in time)."""
 
-OTHER_RUN_ACTIONS = ("orphan_sweep", "sweep", "housekeeping", "access_report")
+SWEEP_ROOT_ACTION = "orphan_sweep"
+"""A root's summary of the orphan sweep (``retention.sweep``): its counts in ``detail``."""
+COVERAGE_ACTION = "coverage"
+"""The coverage report's entry of the sweep (``retention_airflow.sweep_tasks``): findings in ``detail``."""
+OTHER_RUN_ACTIONS = (SWEEP_ROOT_ACTION, "sweep", COVERAGE_ACTION, "housekeeping", "access_report")
 """Ledger actions of the DAGs that are no retention run: their runs are not listed as recent runs."""
 
 BACKLOG_NIGHTS = 30
@@ -239,6 +243,49 @@ class Backlog:
     def needs_action(self) -> int:
         return sum(1 for item in self.items if not item.lawful_keep)
 
+
+@dataclass(frozen=True)
+class SweepRoot:
+    """The newest orphan-sweep summary of one root: found, reported, erased, held, and left as recent."""
+
+    root: str
+    recorded_at: datetime
+    run_id: str | None
+    found: int
+    """Orphans: unnamed items older than the grace."""
+    reported: int
+    unsafe: int
+    erased: int
+    held: int
+    recent: int
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class CoverageReport:
+    """The newest coverage report: findings per kind and their lines (names and counts only)."""
+
+    recorded_at: datetime
+    run_id: str | None
+    total: int
+    kinds: dict[str, int]
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class LastSweep:
+    """The overview's *Last sweep*: per root the newest summary, and the newest coverage report."""
+
+    roots: list[SweepRoot]
+    coverage: CoverageReport | None
+
+
+def _int(detail: dict[str, Any], key: str) -> int:
+    value = detail.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+COVERAGE_KINDS = ("table", "column", "prefix", "directory")
 
 _BACKLOG_WORDS = {Reason.BLOCKED_BY_DEPENDENCY: "blocked by a category it runs after"}
 """Where ``Skip.words()`` needs particulars the summary's backlog does not record (which category blocked)."""
@@ -514,6 +561,32 @@ class LedgerReader:
         items.sort(key=lambda i: (i.category, i.lawful_keep, i.reason))
         return Backlog(items, len(summaries))
 
+    def last_sweep(self) -> LastSweep | None:
+        """Per root, the newest orphan-sweep summary, and the newest coverage report, among the newest
+        ``window`` entries; None if there is neither."""
+        t = self._t
+        newest = (
+            sa.select(sa.func.max(t.c.seq))
+            .where(self._recent(), t.c.action == SWEEP_ROOT_ACTION, t.c.outcome == "summary")
+            .group_by(t.c.location)
+        )
+        query = (
+            sa.select(t.c.location, t.c.recorded_at, t.c.run_id, t.c.count, t.c.detail)
+            .where(t.c.seq.in_(newest))
+            .order_by(t.c.location)
+        )
+        roots = [_sweep_root(*row) for row in self._rows(query)]
+        report = self._rows(
+            sa.select(t.c.recorded_at, t.c.run_id, t.c.count, t.c.detail)
+            .where(self._recent(), t.c.action == COVERAGE_ACTION, t.c.outcome == "summary")
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        coverage = _coverage(*report[0]) if report else None
+        if not roots and coverage is None:
+            return None
+        return LastSweep(roots, coverage)
+
     def head(self) -> tuple[int, str] | None:
         """The ledger head's last entry number and hash (one row); None if there is no head."""
         h = self._head
@@ -538,6 +611,31 @@ class LedgerReader:
         page = min(max(1, page), pages)
         entries = self.ledger.entries(run_id=run_id, category=category, offset=(page - 1) * size, limit=size)
         return LedgerPage(entries, total, page, pages, size)
+
+
+def _sweep_root(
+    root: str | None, at: datetime, run_id: str | None, count: int, text: str | None
+) -> SweepRoot:
+    d = _detail(text)
+    return SweepRoot(
+        root=root or "",
+        recorded_at=at,
+        run_id=run_id,
+        found=_int(d, "orphans") if "orphans" in d else int(count),
+        reported=_int(d, "reported"),
+        unsafe=_int(d, "unsafe"),
+        erased=_int(d, "erased"),
+        held=_int(d, "held"),
+        recent=_int(d, "recent"),
+        dry_run=d.get("dry_run") is True,
+    )
+
+
+def _coverage(at: datetime, run_id: str | None, count: int, text: str | None) -> CoverageReport:
+    d = _detail(text)
+    lines = d.get("findings")
+    shown = [str(line) for line in lines] if isinstance(lines, list) else []
+    return CoverageReport(at, run_id, int(count), {k: _int(d, k) for k in COVERAGE_KINDS}, shown)
 
 
 @dataclass(frozen=True)
