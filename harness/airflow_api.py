@@ -147,7 +147,10 @@ def task_states(api: AirflowApi, dag_id: str, run_id: str) -> tuple[dict[str, in
         counts[state] = counts.get(state, 0) + 1
         if state == "running":
             index = int(ti.get("map_index", -1))
-            where = f"[{categories[index]}]" if 0 <= index < len(categories) else ""
+            # The mapped instance's own name where the task renders one (a sweep's root, a
+            # request's category); else the nightly's category at that index.
+            name = ti.get("rendered_map_index") or (categories[index] if 0 <= index < len(categories) else "")
+            where = f"[{name}]" if index >= 0 and name else ""
             running.append(f"{ti['task_id']}{where}")
     return counts, sorted(running)
 
