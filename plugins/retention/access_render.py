@@ -166,6 +166,7 @@ def plain(value: Any) -> Any:
 
 # -- words ------------------------------------------------------------------------------------------
 
+
 def retention_words(retention: Retention) -> dict[Lang, str]:
     """How long the category is kept, in words, with the event it counts from (as the policy words it)."""
     if not retention.has_clock:

@@ -191,9 +191,7 @@ class Ledger:
             )
         return [AppendedEntry(row["seq"], row["entry_hash"]) for row in rows]
 
-    def verify_chain(
-        self, *, batch_size: int = 10_000, after: tuple[int, str] | None = None
-    ) -> ChainStatus:
+    def verify_chain(self, *, batch_size: int = 10_000, after: tuple[int, str] | None = None) -> ChainStatus:
         """Walk the chain in ``seq`` order, ``batch_size`` rows at a time; report the first break.
 
         ``after`` = ``(seq, entry_hash)`` of an entry an earlier walk found good: only the newer
