@@ -154,3 +154,20 @@ def test_the_erasure_dag_carries_the_reason_from_its_params_to_every_task(
     receipt = _xcom(run, "write_receipt")
     assert receipt["reason"] == "objection" and receipt["verified"]
     assert {c["category"] for c in receipt["categories"]} == {"contact_persons", "marketing_consents"}
+
+
+def test_a_dry_run_of_a_withdrawal_shows_the_same_scope_and_touches_nothing(world_env: WorldEnv) -> None:
+    env = world_env
+    cid = customer_with(env, "marketing_consents", "translation_jobs")
+    before = snapshot(env)
+    outcome = run_all(
+        env.context(mode="subject", subject=str(cid), dry_run=True),
+        request=ReceiptRequest("PR-2026-00503", "consent_withdrawn"),
+    )
+    assert snapshot(env) == before
+    receipt = outcome.receipt
+    assert receipt is not None and receipt["dry_run"]
+    assert outcome.run.categories == ("marketing_consents",)
+    assert {c["category"] for c in receipt["untouched"]} == {p.id for p in env.policies.policies} - {
+        "marketing_consents"
+    }
