@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from retention.ledger import Ledger, LedgerEntry
 from retention_airflow.ui.reader import LedgerReader
+from tests.unit.test_ui_app import auth_manager, viewer  # noqa: F401 - fixtures
 
 
 def test_a_sweep_approval_waits_visibly_and_other_dags_runs_are_not_listed_as_runs(tmp_path: Path) -> None:
@@ -55,3 +56,41 @@ def test_a_sweep_approval_waits_visibly_and_other_dags_runs_are_not_listed_as_ru
         )
     )
     assert reader.pending_approvals() == []
+
+
+def test_the_overview_shows_airflow_s_window_and_the_last_purge(
+    tmp_path: Path,
+    viewer: dict[str, str],  # noqa: F811 - the fixture imported above
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from retention_airflow.ui import create_app
+    from tests.unit.test_ui_app import dom
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(sa.create_engine(url))
+    ledger.ensure_schema()
+    for runs, outcome in ((5, "erased"), (2, "verify_failed")):
+        ledger.append(
+            LedgerEntry(
+                run_id=f"housekeeping_{runs}",
+                store="airflow",
+                action="housekeeping",
+                outcome=outcome,
+                count=40,
+                detail={"runs": runs, "dry_run": False, "keep": "P30D"},
+            )
+        )
+    newest = LedgerReader(sa.create_engine(url)).last_housekeeping()
+    assert newest is not None and (newest.runs, newest.removed, newest.outcome) == (2, 40, "verify_failed")
+
+    def no_business_db() -> sa.Engine:
+        raise RuntimeError("not in this test")
+
+    app = create_app(engine_factory=lambda: sa.create_engine(url), business_engine_factory=no_business_db)
+    with TestClient(app) as client:
+        response = client.get("/", headers=viewer)
+    section = dom(response.text).one("section", data_testid="housekeeping")
+    assert "Kept P30D after a run of customer_erasure, customer_access_report ends." in section.text()
+    purge = section.one("p", data_field="last-purge").text()
+    assert ": 2 runs, 40 rows and log files" in purge and "something was left" in purge

@@ -259,6 +259,7 @@ def overview(request: Request, _user: User) -> HTMLResponse:
             "approvals": reader.pending_approvals(),
             "backlog": reader.backlog(),
             "last_sweep": reader.last_sweep(),
+            "housekeeping": reader.last_housekeeping(),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
         }
@@ -267,7 +268,18 @@ def overview(request: Request, _user: User) -> HTMLResponse:
     data = site.read(load)
     if data is None:
         return site.render(request, "message.html", title="No ledger yet", message=NO_LEDGER)
-    return site.render(request, "overview.html", deadlines=_deadlines(site), **data)
+    return site.render(
+        request, "overview.html", deadlines=_deadlines(site), airflow_window=_airflow_window(site), **data
+    )
+
+
+def _airflow_window(site: _Site) -> dict[str, Any] | None:
+    """How long Airflow keeps its records of per-customer runs (``_airflow.yaml``); None if unknown."""
+    try:
+        window = site.policies().airflow
+    except Unavailable:
+        return None
+    return {"keep": window.keep, "dags": ", ".join(window.dags)}
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,20 @@ class CategoryRow:
 
 
 @dataclass(frozen=True)
+class Housekeeping:
+    """The newest purge of Airflow's own records of per-customer runs (``retention_housekeeping``)."""
+
+    recorded_at: datetime
+    run_id: str | None
+    outcome: str
+    """``erased``, ``planned`` (a dry run) or ``verify_failed`` (something was left)."""
+    removed: int
+    """Rows and log files removed (or, in a dry run, found)."""
+    runs: int
+    dry_run: bool
+
+
+@dataclass(frozen=True)
 class PendingApproval:
     """A category over its cap whose run has no later decision in the ledger."""
 
@@ -560,6 +574,23 @@ class LedgerReader:
             items.append(BacklogItem(category, reason, count, streak, streak == len(summaries) == nights))
         items.sort(key=lambda i: (i.category, i.lawful_keep, i.reason))
         return Backlog(items, len(summaries))
+
+    def last_housekeeping(self) -> Housekeeping | None:
+        """The newest ``retention_housekeeping`` entry among the recent ones (None: none yet)."""
+        t = self._t
+        rows = self._rows(
+            sa.select(t.c.recorded_at, t.c.run_id, t.c.outcome, t.c.count, t.c.detail)
+            .where(self._recent(), t.c.action == "housekeeping")
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        if not rows:
+            return None
+        at, run_id, outcome, count, detail = rows[0]
+        decoded = _detail(detail)
+        return Housekeeping(
+            at, run_id, outcome, int(count or 0), int(decoded.get("runs") or 0), bool(decoded.get("dry_run"))
+        )
 
     def last_sweep(self) -> LastSweep | None:
         """Per root, the newest orphan-sweep summary, and the newest coverage report, among the newest
