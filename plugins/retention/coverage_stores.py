@@ -35,6 +35,7 @@ from retention.coverage_patterns import value_patterns
 from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
 from retention.guard import personal_data_kind
 from retention.locations import S3Location
+from retention.paths import fixed_part
 from retention.policy import PolicySet
 
 if TYPE_CHECKING:
@@ -45,12 +46,6 @@ DEFAULT_MAX_KEYS = 10_000
 """Entries one listing (a level, or the count under one prefix or directory) reads at most."""
 
 TreeStore = Literal["sftp", "filesystem"]
-
-
-def fixed_part(template: str) -> str:
-    """The template's text before its first placeholder, cut back to the last ``/``."""
-    head = template.split("{", 1)[0]
-    return head[: head.rfind("/") + 1]
 
 
 def policy_buckets(policy_set: PolicySet) -> list[str]:

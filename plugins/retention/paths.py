@@ -75,6 +75,13 @@ def render(template: str, record: Mapping[str, Any], what: str = "path") -> str:
     return check_relative(template.format(**values), what)
 
 
+def fixed_part(template: str) -> str:
+    """A location's root: the template's text before its first placeholder, cut back to the last ``/``
+    (``documents/`` of ``documents/{customer_id}/{id}.pdf``; "" for ``{s3_key}``)."""
+    head = template.split("{", 1)[0]
+    return head[: head.rfind("/") + 1]
+
+
 def is_prefix(template: str) -> bool:
     """A template ending in ``/`` names everything under a prefix, not one key/file."""
     return template.endswith("/")

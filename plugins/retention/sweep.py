@@ -50,7 +50,7 @@ from retention.engine import RunContext
 from retention.errors import EraseFailedError, TerminalError, UnsafeTargetError, VerificationError
 from retention.ledger import LedgerEntry
 from retention.locations import FileLocation, Hop, Orphans, S3Location
-from retention.paths import check_relative, is_prefix, naming_prefixes, parses, placeholders
+from retention.paths import check_relative, fixed_part, is_prefix, naming_prefixes, parses, placeholders
 from retention.policy import Policy
 from retention.results import Decision, Reason
 from retention.sweep_stores import Entry, batch_of, erase_target, listing, unlocked_items
@@ -63,12 +63,6 @@ PAGE = 500
 """Listed items compared with the index at a time (and erased together)."""
 SWEEP_ACTION = "orphan_sweep"
 """The ledger ``action`` of a root's summary entry (and ``sweep`` of the run's)."""
-
-
-def fixed_part(template: str) -> str:
-    """The template's text before its first placeholder, cut back to the last ``/``."""
-    head = template.split("{", 1)[0]
-    return head[: head.rfind("/") + 1]
 
 
 def grace_of(orphans: Orphans) -> timedelta:
