@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -343,8 +343,55 @@ class AirflowMetadata(Strict):
         return v
 
 
+class Tombstones(Strict):
+    """How long a completed erasure's tombstone (the customer id, encrypted) is kept so that the
+    erasure can be replayed after a backup is restored: as long as the oldest backup is kept."""
+
+    keep: str = "P90D"
+    """ISO-8601 period after the erasure; then the tombstone itself is deleted."""
+    rationale: str = (
+        "A backup restored within its retention brings erased data back; the tombstone names whom to "
+        "erase again. Once no backup older than the erasure can be restored, it has no purpose."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: str) -> str:
+        Period.parse(v)
+        return v
+
+
+class PseudonymKeys(Strict):
+    """The keys behind the ledger's and the receipts' customer references (keyed pseudonyms): one
+    per calendar year (UTC) of the entries, destroyed ``keep`` after that year ends (crypto-shredding),
+    after which no entry of the year can be linked to a customer id, even by enumerating ids."""
+
+    period: Literal["year"] = "year"
+    keep: str = "P5Y"
+    """ISO-8601 period after the end of a key's year; then the key is destroyed."""
+    rationale: str = (
+        "The link from a ledger entry to a customer is needed as long as the proof of how their data "
+        "was handled may be asked for (five years, as the privacy requests themselves); after that "
+        "the entries stay as anonymous statistics."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: str) -> str:
+        Period.parse(v)
+        return v
+
+
+class Accountability(Strict):
+    """How long the proof outlives the erasure: ``_accountability.yaml``."""
+
+    tombstones: Tombstones = Tombstones()
+    pseudonym_keys: PseudonymKeys = PseudonymKeys()
+
+
 AIRFLOW_FILE = "_airflow.yaml"
-SETTINGS_FILES = (SUBJECT_FILE, AIRFLOW_FILE)
+ACCOUNTABILITY_FILE = "_accountability.yaml"
+SETTINGS_FILES = (SUBJECT_FILE, AIRFLOW_FILE, ACCOUNTABILITY_FILE)
 """Files of the policy folder that are settings, not categories."""
 
 
@@ -359,6 +406,8 @@ class PolicySet:
     """The deployment's customer-id format (``_subject.yaml``, or the digits-only default)."""
     airflow: AirflowMetadata = AirflowMetadata()
     """How long Airflow keeps its records of the per-customer DAGs (``_airflow.yaml``, or the default)."""
+    accountability: Accountability = Accountability()
+    """How long tombstones and pseudonym keys are kept (``_accountability.yaml``, or the default)."""
 
     @property
     def hash(self) -> str:
@@ -368,6 +417,7 @@ class PolicySet:
                 "policies": [p.model_dump(mode="json") for p in self.policies],
                 "subject": self.subject.model_dump(mode="json"),
                 "airflow": self.airflow.model_dump(mode="json"),
+                "accountability": self.accountability.model_dump(mode="json"),
             },
             sort_keys=True,
         )
@@ -382,6 +432,9 @@ class PolicySet:
     @property
     def ids(self) -> list[str]:
         return [p.id for p in self.policies]
+
+
+_M = TypeVar("_M", bound=Strict)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -460,7 +513,8 @@ def load_policies(folder: str | Path) -> PolicySet:
 
     Files whose name starts with ``_`` are not categories: ``_subject.yaml`` declares the
     customer-id format (``retention.subject``), ``_airflow.yaml`` how long Airflow keeps its
-    records of the per-customer DAGs; any other such file is refused (a typo would otherwise
+    records of the per-customer DAGs, ``_accountability.yaml`` how long tombstones and pseudonym
+    keys are kept; any other such file is refused (a typo would otherwise
     be silently ignored).
     """
     root = Path(folder)
@@ -483,15 +537,15 @@ def load_policies(folder: str | Path) -> PolicySet:
     subject = DEFAULT_SUBJECT
     if subject_path.exists():
         subject = subject_from(_parse_yaml(subject_path.read_text(encoding="utf-8"), SUBJECT_FILE))
-    airflow = AirflowMetadata()
-    airflow_path = root / AIRFLOW_FILE
-    if airflow_path.exists():
-        airflow = _settings(AirflowMetadata, airflow_path)
-    return PolicySet(tuple(_order(policies, sources)), sources, subject, airflow)
+    airflow = _settings(AirflowMetadata, root / AIRFLOW_FILE)
+    accountability = _settings(Accountability, root / ACCOUNTABILITY_FILE)
+    return PolicySet(tuple(_order(policies, sources)), sources, subject, airflow, accountability)
 
 
-def _settings(model: type[AirflowMetadata], path: Path) -> AirflowMetadata:
-    """A settings file parsed into its model; ``PolicyError`` naming the file and the field."""
+def _settings(model: type[_M], path: Path) -> _M:
+    """A settings file parsed into its model (its defaults when absent); ``PolicyError`` names the field."""
+    if not path.exists():
+        return model()
     doc = _parse_yaml(path.read_text(encoding="utf-8"), path.name)
     try:
         return model.model_validate(doc)

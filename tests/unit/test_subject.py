@@ -119,7 +119,7 @@ def test_any_other_underscore_file_is_refused_rather_than_ignored(folder: Path, 
     with pytest.raises(PolicyError) as refused:
         load_policies(folder)
     assert (refused.value.file, refused.value.field) == (name, "<file>")
-    assert "only _subject.yaml and _airflow.yaml are known" in refused.value.message
+    assert "only _subject.yaml and _airflow.yaml and _accountability.yaml are known" in refused.value.message
 
 
 def test_the_airflow_settings_file_sets_how_long_airflow_keeps_per_customer_runs(folder: Path) -> None:
@@ -133,6 +133,23 @@ def test_the_airflow_settings_file_sets_how_long_airflow_keeps_per_customer_runs
     with pytest.raises(PolicyError) as refused:
         load_policies(folder)
     assert (refused.value.file, refused.value.field) == ("_airflow.yaml", "keep")
+
+
+def test_the_accountability_settings_file_sets_how_long_tombstones_and_keys_are_kept(folder: Path) -> None:
+    default = load_policies(folder)
+    assert (default.accountability.tombstones.keep, default.accountability.pseudonym_keys.keep) == (
+        "P90D",
+        "P5Y",
+    )
+    (folder / "_accountability.yaml").write_text(yaml.safe_dump({"tombstones": {"keep": "P35D"}}))
+    changed = load_policies(folder)
+    assert changed.accountability.tombstones.keep == "P35D"
+    assert changed.accountability.pseudonym_keys.keep == "P5Y", "an absent section keeps its default"
+    assert changed.hash != default.hash, "how long the proof is kept is part of the policy set's hash"
+    (folder / "_accountability.yaml").write_text(yaml.safe_dump({"pseudonym_keys": {"period": "month"}}))
+    with pytest.raises(PolicyError) as refused:
+        load_policies(folder)
+    assert (refused.value.file, refused.value.field) == ("_accountability.yaml", "pseudonym_keys.period")
 
 
 # -- the one check of an id -------------------------------------------------------------------------
