@@ -10,7 +10,7 @@ from airflow.sdk import Param, dag
 from retention.params import REQUEST_REF_SCHEMA
 from retention.subject import SAFE_SUBJECT_SCHEMA
 from retention_airflow.access_tasks import check_access_request, write_access_report
-from retention_airflow.notify import RetentionAlert
+from retention_airflow.dag_defaults import dag_arguments
 
 DOC = """
 ### Customer access report (GDPR Art. 15 and 20)
@@ -86,12 +86,9 @@ erasure of the customer. Send it within those 30 days.
             description="Add files.zip with the documents' current versions and the archive files.",
         ),
     },
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": RetentionAlert(),
-    },
+    **dag_arguments(
+        task_timeout=timedelta(hours=1), run_timeout=timedelta(hours=4), retry_delay=timedelta(minutes=1)
+    ),
 )
 def customer_access_report() -> None:
     write_access_report(check_access_request())

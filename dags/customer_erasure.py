@@ -10,7 +10,7 @@ from airflow.sdk import Param, XComArg, dag, task_group
 from retention.params import REASON_SCHEMA, REQUEST_REF_SCHEMA
 from retention.stores import FILE_STORES
 from retention.subject import SAFE_SUBJECT_SCHEMA
-from retention_airflow.notify import RetentionAlert
+from retention_airflow.dag_defaults import dag_arguments
 from retention_airflow.tasks import (
     FILE_STORE_POOLS,
     GROUP,
@@ -88,12 +88,9 @@ restored data again and writes a new receipt.
             True, type="boolean", description="Show the plan and a dry-run receipt; erase nothing."
         ),
     },
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": RetentionAlert(),
-    },
+    **dag_arguments(
+        task_timeout=timedelta(hours=1), run_timeout=timedelta(hours=6), retry_delay=timedelta(minutes=1)
+    ),
 )
 def customer_erasure() -> None:
     categories = prepare_run(mode="subject")

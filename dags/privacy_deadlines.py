@@ -9,8 +9,8 @@ from airflow.sdk import Param, dag
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retention.params import AS_OF_SCHEMA
+from retention_airflow.dag_defaults import dag_arguments
 from retention_airflow.deadline_tasks import deadline_categories, watch_deadline
-from retention_airflow.notify import RetentionAlert
 
 DOC = """
 ### Privacy deadlines
@@ -63,11 +63,9 @@ Retrying the task does not help with an overdue item; clear it after the data is
             None, **AS_OF_SCHEMA, description="Check the deadlines at this past moment (ISO 8601)."
         ),
     },
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": RetentionAlert(),
-    },
+    **dag_arguments(
+        task_timeout=timedelta(minutes=30), run_timeout=timedelta(hours=2), retries=2, backoff=False
+    ),
 )
 def privacy_deadlines() -> None:
     watch_deadline.expand(category=deadline_categories())

@@ -8,8 +8,8 @@ import pendulum
 from airflow.sdk import Param, dag
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from retention_airflow.dag_defaults import dag_arguments
 from retention_airflow.housekeeping_tasks import purge_airflow_records
-from retention_airflow.notify import RetentionAlert
 
 KEEP_PATTERN = r"^P(?=[0-9])([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?(?!\n)$"
 
@@ -80,11 +80,13 @@ let task code use Airflow's own session), with delete rights on Airflow's tables
             description="A shorter window for this run only (ISO period, P0D: every finished run).",
         ),
     },
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": RetentionAlert(),
-    },
+    **dag_arguments(
+        task_timeout=timedelta(hours=1),
+        run_timeout=timedelta(hours=4),
+        retries=2,
+        retry_delay=timedelta(minutes=5),
+        backoff=False,
+    ),
 )
 def retention_housekeeping() -> None:
     purge_airflow_records()

@@ -10,7 +10,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from retention.params import AS_OF_SCHEMA
 from retention.stores import FILE_STORES
-from retention_airflow.notify import RetentionAlert
+from retention_airflow.dag_defaults import APPROVAL, dag_arguments
 from retention_airflow.tasks import (
     FILE_STORE_POOLS,
     GROUP,
@@ -99,13 +99,8 @@ files are erased, rows follow after the answer), so answer it the same morning.
             None, **AS_OF_SCHEMA, description="Evaluate retention at this past moment (ISO 8601)."
         ),
     },
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": RetentionAlert(),
-    },
+    # An approval waits at most 12 hours; the run as a whole at most 20, before the next night's.
+    **dag_arguments(task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=20)),
 )
 def retention_nightly() -> None:
     categories = prepare_run(mode="due")
@@ -113,7 +108,7 @@ def retention_nightly() -> None:
 
     @task_group(group_id=GROUP)
     def per_category(category: str) -> None:
-        approve = CapApprovalOperator(task_id="approve", response_timeout=timedelta(hours=12), retries=0)
+        approve = CapApprovalOperator(task_id="approve", response_timeout=timedelta(hours=12), **APPROVAL)
         erase = [
             erase_store.override(task_id=erase_task_id(store), pool=FILE_STORE_POOLS[store])(
                 run, category, store

@@ -8,7 +8,7 @@ import pendulum
 from airflow.sdk import Param, XComArg, dag, task_group
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from retention_airflow.notify import RetentionAlert
+from retention_airflow.dag_defaults import APPROVAL, dag_arguments
 from retention_airflow.sweep_tasks import (
     GROUP,
     SWEEP_XCOM,
@@ -128,13 +128,8 @@ orphans, list the root yourself and compare (or run the sweep with `dry_run` aft
             description="Per root, the orphans erased without asking a human.",
         ),
     },
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": RetentionAlert(),
-    },
+    # An approval waits at most 24 hours; the run as a whole at most 36.
+    **dag_arguments(task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=36)),
 )
 def retention_sweep() -> None:
     roots = prepare_sweep()
@@ -142,7 +137,7 @@ def retention_sweep() -> None:
 
     @task_group(group_id=GROUP)
     def per_root(root: str) -> None:
-        approve = SweepApprovalOperator(task_id="approve", response_timeout=timedelta(hours=24), retries=0)
+        approve = SweepApprovalOperator(task_id="approve", response_timeout=timedelta(hours=24), **APPROVAL)
         plan_root(run, root) >> approve >> sweep_root(run, root)
 
     [per_root.expand(root=roots), check_coverage(run)] >> finish_sweep(run, roots)

@@ -112,3 +112,44 @@ def test_the_doc_check_catches_a_renamed_task_and_an_unnamed_one(tmp_path: Path)
         "documented: doc_md names `route`, which is not in the DAG",
         "silent: doc_md does not name task noop",
     ]
+
+
+def unbounded(folder: Path) -> list[str]:
+    """DAGs without a run time limit or a run alert, tasks without a time limit or alert.
+
+    An approval (a task with ``response_timeout``) is bounded by that, and has no execution
+    timeout (which would cut a human's wait short)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    problems = []
+    for dag_id, dag in sorted(DagBag(dag_folder=str(folder)).dags.items()):
+        if dag.dagrun_timeout is None or not dag.on_failure_callback:
+            problems.append(f"{dag_id}: no dagrun_timeout or no on_failure_callback")
+        for t in dag.tasks:
+            waits = getattr(t, "response_timeout", None)
+            if waits is not None and t.execution_timeout is None:
+                continue
+            if t.execution_timeout is None or not t.on_failure_callback:
+                problems.append(f"{dag_id}.{t.task_id}: no execution_timeout or no on_failure_callback")
+            elif t.execution_timeout >= dag.dagrun_timeout:
+                problems.append(f"{dag_id}.{t.task_id}: execution_timeout not shorter than the run's")
+    return problems
+
+
+def test_every_task_and_run_has_a_time_limit_and_an_alert() -> None:
+    assert unbounded(DAGS) == []
+
+
+def test_the_time_limit_check_catches_an_unbounded_task_and_run(tmp_path: Path) -> None:
+    (tmp_path / "documented.py").write_text(_DOCUMENTED)
+    bounded = _DOCUMENTED.replace(
+        "@dag(schedule=None,",
+        "@dag(schedule=None, dagrun_timeout=timedelta(hours=1), on_failure_callback=lambda c: None, "
+        "default_args={'execution_timeout': timedelta(minutes=5), 'on_failure_callback': lambda c: None},",
+    ).replace("documented", "bounded")
+    (tmp_path / "bounded.py").write_text("from datetime import timedelta\n" + bounded)
+
+    assert unbounded(tmp_path) == [
+        "documented: no dagrun_timeout or no on_failure_callback",
+        "documented.noop: no execution_timeout or no on_failure_callback",
+    ]

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class RetentionAlert(BaseNotifier):
-    """Notify ops of a failed task or run through the ``retention_alerts`` HTTP connection."""
+    """Notify ops of a failed (or timed-out) task or run through the ``retention_alerts`` HTTP connection."""
 
     template_fields = ()
 
@@ -41,7 +41,10 @@ class RetentionAlert(BaseNotifier):
             "map_index": getattr(ti, "map_index", None),
             "try_number": getattr(ti, "try_number", None),
             "state": "failed",
-            "message": "A retention task failed: open its log in the Airflow UI and follow the runbook.",
+            "message": (
+                "A retention task or run failed or ran out of time: "
+                "open it in the Airflow UI and follow the runbook."
+            ),
         }
 
     def notify(self, context: Any) -> None:
