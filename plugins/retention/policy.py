@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import sqlalchemy as sa
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -109,6 +111,21 @@ class Retention(Strict):
     """The join path from the records table to the table holding ``anchor`` (hops
     ``table.column -> table.column``, each a real foreign key)."""
     financial_year_start: str = Field(default="01-01", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+    anchor_time_zone: str | None = None
+    """The zone an anchor of type ``timestamp without time zone`` is written in (an IANA name
+    such as ``Europe/Copenhagen``). Such a column is refused without it: PostgreSQL would
+    compare it in the session's zone, and rows could become due hours early. Unused for a
+    date or a zone-aware timestamp."""
+
+    @field_validator("anchor_time_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{v!r} is not a time zone name such as Europe/Copenhagen or UTC") from None
+        return v
 
     @field_validator("period")
     @classmethod
@@ -662,8 +679,16 @@ def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:
     check_path(policy.anchor_path(), schema, file, "retention.anchor_via")
     table = policy.anchor_table()
     _need_column(schema.columns(table), table, anchor, file, "retention.anchor")
-    if not _is_temporal(schema.columns(table)[anchor].type):
+    anchor_type = schema.columns(table)[anchor].type
+    if not _is_temporal(anchor_type):
         raise PolicyError(file, "retention.anchor", f"column {table}.{anchor} is not a date or timestamp")
+    if is_naive_timestamp(anchor_type) and policy.retention.anchor_time_zone is None:
+        raise PolicyError(
+            file,
+            "retention.anchor",
+            f"column {table}.{anchor} is a timestamp without time zone: declare the zone its values "
+            "are written in as retention.anchor_time_zone (e.g. Europe/Copenhagen or UTC)",
+        )
 
 
 def _check_table_location(
@@ -810,6 +835,22 @@ def _need_table(schema: SchemaInfo, table: str, file: str, field: str) -> None:
 def _need_column(cols: Mapping[str, Any], table: str, column: str, file: str, field: str) -> None:
     if column not in cols:
         raise PolicyError(file, field, f"column {column!r} does not exist in table {table!r}")
+
+
+def is_naive_timestamp(sqltype: Any) -> bool:
+    """A timestamp type without a time zone, in a database that has zone-aware ones.
+
+    SQLite has no timestamp type at all: SQLAlchemy writes a datetime as text, UTC when the
+    value was UTC (the reference world and the demo), so there it counts as UTC unless the
+    policy declares ``anchor_time_zone``.
+    """
+    from sqlalchemy.dialects import sqlite
+
+    return (
+        isinstance(sqltype, sa.DateTime)
+        and not getattr(sqltype, "timezone", False)
+        and not isinstance(sqltype, sqlite.DATETIME)
+    )
 
 
 def _is_temporal(sqltype: Any) -> bool:

@@ -194,7 +194,7 @@ def _schema(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     types = {
         "id": sa.BigInteger(),
         "customer_id": sa.BigInteger(),
-        "delivered_at": sa.DateTime(),
+        "delivered_at": sa.DateTime(timezone=True),
         "s3_key": sa.Text(),
         "archive_path": sa.Text(),
     }
@@ -225,6 +225,38 @@ def test_schema_check_refuses_missing_table_and_columns() -> None:
         check_against_schema(only_docs, _info({"documents": {**cols, "delivered_at": ColumnInfo(sa.Text())}}))
 
 
+def test_a_timestamp_without_time_zone_needs_the_zone_it_is_written_in() -> None:
+    import dataclasses
+
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import sqlite
+
+    ps = load_policies(POLICY_DIR)
+    docs = ps.get("translation_documents")
+    cols = _schema()["documents"]
+    naive = {"documents": {**cols, "delivered_at": ColumnInfo(sa.DateTime(timezone=False))}}
+    only_docs = type(ps)((docs,), {"translation_documents": FILE})
+    with pytest.raises(PolicyError, match=rf"{FILE}: retention.anchor: .*timestamp without time zone"):
+        check_against_schema(only_docs, _info(naive))
+
+    zoned = docs.model_copy(
+        update={"retention": docs.retention.model_copy(update={"anchor_time_zone": "Europe/Copenhagen"})}
+    )
+    check_against_schema(dataclasses.replace(only_docs, policies=(zoned,)), _info(naive))
+    # SQLite has no timestamp type: its text timestamps are UTC as written through SQLAlchemy.
+    on_sqlite = {"documents": {**cols, "delivered_at": ColumnInfo(sqlite.DATETIME())}}
+    check_against_schema(only_docs, _info(on_sqlite))
+
+
+def test_an_unknown_anchor_time_zone_is_refused_naming_the_field() -> None:
+    doc = yaml.safe_load((POLICY_DIR / FILE).read_text())
+    doc["retention"]["anchor_time_zone"] = "Europe/Kobenhavn"
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(yaml.safe_dump(doc), FILE)
+    assert (refused.value.file, refused.value.field) == (FILE, "retention.anchor_time_zone")
+    assert "not a time zone name" in refused.value.message
+
+
 def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
     import sqlalchemy as sa
 
@@ -233,7 +265,7 @@ def test_schema_check_refuses_null_strategy_on_not_null_column() -> None:
         (ps.get("customer_master_data"),), {"customer_master_data": "customer_master_data.yaml"}
     )
     cols = {c: ColumnInfo(sa.Text()) for c in ("name", "email", "phone", "address")}
-    cols |= {"id": ColumnInfo(sa.BigInteger()), "last_activity_at": ColumnInfo(sa.DateTime())}
+    cols |= {"id": ColumnInfo(sa.BigInteger()), "last_activity_at": ColumnInfo(sa.DateTime(timezone=True))}
     check_against_schema(customers, _info({"customers": cols}))
     cols["email"] = ColumnInfo(sa.Text(), nullable=False)
     with pytest.raises(
@@ -273,7 +305,7 @@ def _table(
     import sqlalchemy as sa
 
     cols = {c: ColumnInfo(sa.BigInteger(), nullable=c not in not_null and c not in pk) for c in columns}
-    cols["created_at"] = ColumnInfo(sa.DateTime())
+    cols["created_at"] = ColumnInfo(sa.DateTime(timezone=True))
     return TableInfo(cols, primary_key=pk, unique=unique, foreign_keys=fks)
 
 
