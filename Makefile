@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-installed
 
-.PHONY: help system-deps venv test test-long validate ropa lint demo demo-stop bench
+.PHONY: help system-deps venv test test-long test-faults validate ropa lint demo demo-stop bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt constraints.txt
 test: system-deps venv lint ## Lint (ruff, strict mypy), then the whole test suite against real local services
 	$(PY) -m pytest
 
-test-long: system-deps venv ## The property tests on many more generated worlds (a few minutes)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m property
+test-long: system-deps venv ## The slow end-to-end variants and the property tests on many more generated worlds
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m "long or property"
+
+test-faults: system-deps venv ## The whole fault-injection suite on the real services
+	$(PY) -m pytest tests/integration/faults -m ""
 
 validate: venv ## Validate the policies (DATABASE_URL=... also checks tables and columns; COVERAGE=1 lists personal-looking data no policy covers)
 	PYTHONPATH=plugins $(PY) -m retention.cli validate include/retention_policies $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)") $(if $(filter-out 0,$(COVERAGE)),--coverage)
