@@ -51,6 +51,10 @@ class TcpFaultProxy:
         self._refusing = False
         self._delay = 0.0
         self._drop_budget: int | None = None
+        self._trigger: tuple[bytes, int, bool] | None = None
+        self._tail = b""
+        self.triggered = threading.Event()
+        """Set when ``drop_when_sent`` (or ``drop_after``) fired."""
         self._closing = threading.Event()
         self.connections = 0
         """How many client connections were accepted (relayed or refused)."""
@@ -71,6 +75,14 @@ class TcpFaultProxy:
         """Drop every connection once the clients have sent ``n_bytes`` more (mid-statement)."""
         with self._lock:
             self._drop_budget = n_bytes
+
+    def drop_when_sent(self, pattern: bytes, *, nth: int = 1, then_refuse: bool = False) -> None:
+        """Drop every connection when a client sends ``pattern`` for the ``nth`` time, before it
+        reaches the server (PostgreSQL's protocol carries statements and parameters in clear:
+        ``b"DELETE FROM"`` drops mid-batch); with ``then_refuse`` the server stays unreachable."""
+        with self._lock:
+            self._trigger = (pattern, nth, then_refuse)
+            self._tail = b""
 
     def refuse(self, on: bool = True) -> None:
         """Accept new connections and close them at once (a server that is down)."""
@@ -94,6 +106,7 @@ class TcpFaultProxy:
         self.slow(0.0)
         with self._lock:
             self._drop_budget = None
+            self._trigger = None
 
     def close(self) -> None:
         self._closing.set()
@@ -150,7 +163,8 @@ class TcpFaultProxy:
                 time.sleep(_POLL)  # received while stalling: held, not relayed
             if self._delay:
                 time.sleep(self._delay)
-            if counted and self._spend(len(data)):
+            if counted and (self._spend(len(data)) or self._matched(data)):
+                self.triggered.set()
                 self.drop()
                 return
             try:
@@ -168,6 +182,23 @@ class TcpFaultProxy:
             if self._drop_budget > 0:
                 return False
             self._drop_budget = None
+            return True
+
+    def _matched(self, data: bytes) -> bool:
+        """Whether ``data`` completes the ``drop_when_sent`` pattern's ``nth`` occurrence."""
+        with self._lock:
+            if self._trigger is None:
+                return False
+            pattern, nth, then_refuse = self._trigger
+            window = self._tail + data
+            seen = window.count(pattern)
+            self._tail = window[-(len(pattern) - 1) :] if len(pattern) > 1 else b""
+            if seen < nth:
+                self._trigger = (pattern, nth - seen, then_refuse)
+                return False
+            self._trigger = None
+            if then_refuse:
+                self._refusing = True
             return True
 
     def _forget(self, a: socket.socket, b: socket.socket) -> None:

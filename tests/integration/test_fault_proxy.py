@@ -56,6 +56,28 @@ def test_the_tcp_proxy_drops_mid_statement_after_a_byte_budget(pg_server: Any) -
         assert proxy.connections == 1
 
 
+def test_the_tcp_proxy_drops_when_a_statement_is_sent_before_it_reaches_the_server(pg_server: Any) -> None:
+    with psycopg.connect(_pg_dsn(pg_server.port), autocommit=True) as direct:
+        direct.execute("DROP TABLE IF EXISTS fault_probe")
+        direct.execute("CREATE TABLE fault_probe (id int)")
+        direct.execute("INSERT INTO fault_probe VALUES (1), (2)")
+        with TcpFaultProxy("127.0.0.1", pg_server.port) as proxy:
+            conn = psycopg.connect(_pg_dsn(proxy.port), autocommit=True)
+            proxy.drop_when_sent(b"DELETE FROM", nth=2, then_refuse=True)
+            conn.execute("DELETE FROM fault_probe WHERE id = 1")
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("DELETE FROM fault_probe WHERE id = 2")
+            assert proxy.triggered.is_set()
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(_pg_dsn(proxy.port))
+            assert direct.execute("SELECT id FROM fault_probe").fetchall() == [(2,)], (
+                "never reached the server"
+            )
+            proxy.heal()
+            psycopg.connect(_pg_dsn(proxy.port)).close()
+        direct.execute("DROP TABLE fault_probe")
+
+
 def test_the_tcp_proxy_relays_ssh_and_a_drop_ends_the_session(sftp_server: Any, archive_root: str) -> None:
     with TcpFaultProxy("127.0.0.1", sftp_server.port) as proxy:
         # The host key is pinned to the proxy's address: a relay, not a man in the middle.
