@@ -87,7 +87,10 @@ erasure of the customer. Send it within those 30 days.
         ),
     },
     **dag_arguments(
-        task_timeout=timedelta(hours=1), run_timeout=timedelta(hours=4), retry_delay=timedelta(minutes=1)
+        dag_id="customer_access_report",
+        task_timeout=timedelta(hours=1),
+        run_timeout=timedelta(hours=4),
+        retry_delay=timedelta(minutes=1),
     ),
 )
 def customer_access_report() -> None:

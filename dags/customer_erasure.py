@@ -89,7 +89,10 @@ restored data again and writes a new receipt.
         ),
     },
     **dag_arguments(
-        task_timeout=timedelta(hours=1), run_timeout=timedelta(hours=6), retry_delay=timedelta(minutes=1)
+        dag_id="customer_erasure",
+        task_timeout=timedelta(hours=1),
+        run_timeout=timedelta(hours=6),
+        retry_delay=timedelta(minutes=1),
     ),
 )
 def customer_erasure() -> None:

@@ -64,7 +64,11 @@ Retrying the task does not help with an overdue item; clear it after the data is
         ),
     },
     **dag_arguments(
-        task_timeout=timedelta(minutes=30), run_timeout=timedelta(hours=2), retries=2, backoff=False
+        dag_id="privacy_deadlines",
+        task_timeout=timedelta(minutes=30),
+        run_timeout=timedelta(hours=2),
+        retries=2,
+        backoff=False,
     ),
 )
 def privacy_deadlines() -> None:

@@ -100,7 +100,9 @@ files are erased, rows follow after the answer), so answer it the same morning.
         ),
     },
     # An approval waits at most 12 hours; the run as a whole at most 20, before the next night's.
-    **dag_arguments(task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=20)),
+    **dag_arguments(
+        dag_id="retention_nightly", task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=20)
+    ),
 )
 def retention_nightly() -> None:
     categories = prepare_run(mode="due")

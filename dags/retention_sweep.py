@@ -129,7 +129,9 @@ orphans, list the root yourself and compare (or run the sweep with `dry_run` aft
         ),
     },
     # An approval waits at most 24 hours; the run as a whole at most 36.
-    **dag_arguments(task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=36)),
+    **dag_arguments(
+        dag_id="retention_sweep", task_timeout=timedelta(hours=3), run_timeout=timedelta(hours=36)
+    ),
 )
 def retention_sweep() -> None:
     roots = prepare_sweep()

@@ -12,19 +12,22 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.demo_config import ADMIN, DOCUMENTS_BUCKET, RECEIPTS_BUCKET, REPO, DemoError, say
 from harness.processes import STOP_TIMEOUT, ProcessRecord, State, terminate
-from harness.server_process import LOOPBACK, free_port, log_tail
+from harness.server_process import LOOPBACK, ServerProcess, free_port, log_tail
 
 if TYPE_CHECKING:
     from harness.demo_stores import Stores
 
 SIMPLE_AUTH = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+FAB_AUTH = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+"""The auth manager of docker-compose.yaml: roles, and each DAG's ``access_control``."""
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ def airflow_env(
 
 
 def make_secrets(demo_dir: Path) -> dict[str, str]:
-    """Generate the pseudonym key, JWT secret and Fernet key once, into ``demo_dir/secrets.json`` (0600)."""
+    """Generate the pseudonym and tombstone keys, JWT secret and Fernet key into ``demo_dir/secrets.json``."""
     values = {
         "pseudonym_key": secrets.token_urlsafe(32),
+        "tombstone_key": secrets.token_urlsafe(32),
         "jwt_secret": secrets.token_urlsafe(64),
         "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "admin_password": secrets.token_urlsafe(12),
@@ -118,6 +122,8 @@ def setup_airflow(demo_dir: Path, stores: Stores, keys: Mapping[str, str]) -> Ai
         "docs_s3": json.loads(stores.s3.airflow_conn_json()),
         "archive_sftp": json.loads(stores.sftp.airflow_conn_json()),
         "retention_pseudonym": {"conn_type": "generic", "password": keys["pseudonym_key"]},
+        # The key of the tombstones (whom to erase again after a restore): apart from the pseudonym key.
+        "retention_tombstone_key": {"conn_type": "generic", "password": keys["tombstone_key"]},
         # retention_housekeeping removes Airflow's own records of per-customer runs through it.
         "airflow_metadata": {"conn_type": "sqlite", "host": str(home / "airflow.db")},
     }
@@ -189,3 +195,147 @@ def stop_airflow(state: State, demo_dir: Path) -> None:
     if hard:
         say(f"  killed after {STOP_TIMEOUT:.0f} s: {', '.join(hard)}")
     say("  stopping the stores")
+
+
+# -- the FAB variant: Airflow's roles, as in docker-compose.yaml ------------------------------------
+
+
+@dataclass(frozen=True)
+class FabUser:
+    """A user of the FAB auth manager and the roles given to them."""
+
+    name: str
+    password: str
+    roles: tuple[str, ...]
+
+
+class FabAirflow(ServerProcess):
+    """An ``airflow api-server`` with the FAB auth manager on a metadata DB of its own.
+
+    Set up as docker-compose.yaml's ``airflow-init`` does (migrate, then the retention roles),
+    plus the given users, then the repository's DAGs are parsed, which syncs each DAG's
+    ``access_control`` into the roles. No scheduler runs: a run that is created only waits.
+    """
+
+    ready_timeout = 180.0
+
+    def __init__(self, workdir: Path, users: Sequence[FabUser]) -> None:
+        super().__init__("airflow-fab", workdir, None)
+        self.home = self.dir / "home"
+        self.home.mkdir()
+        self.users = tuple(users)
+        self.env = fab_env(self.home, self.port)
+
+    @property
+    def url(self) -> str:
+        """The REST API's and the UI's base URL."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def metadata_db(self) -> Path:
+        """The SQLite file of its metadata DB."""
+        return self.home / "airflow.db"
+
+    def start(self) -> None:
+        """Migrate, sync the roles, create the users, parse the DAGs, start the API server, wait for it."""
+        db_migrate(self.env, self.log_path)
+        users = json.dumps(
+            [{"name": u.name, "password": u.password, "roles": list(u.roles)} for u in self.users]
+        )
+        self._run(["-m", "retention_airflow.roles", "sync"])  # the command docker-compose runs
+        self._run(["-c", "from harness.airflow_setup import fab_users as f; f()"], users)
+        self._run(["-m", "airflow", "dags", "reserialize"])
+        self._launch(
+            [sys.executable, "-m", "airflow", "api-server", "--host", LOOPBACK, "--port", str(self.port)],
+            env=self.env,
+        )
+
+    def token(self, user: FabUser) -> str:
+        """A JWT for ``user`` from the FAB auth manager's ``/auth/token``."""
+        import httpx
+
+        body = {"username": user.name, "password": user.password}
+        response = httpx.post(f"{self.url}/auth/token", json=body, timeout=30)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def _run(self, args: list[str], stdin: str = "") -> None:
+        with self.log_path.open("ab") as out:
+            result = subprocess.run(
+                [sys.executable, *args],
+                env=self.env,
+                input=stdin.encode(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise DemoError(f"{args[-1]} exited with code {result.returncode}:\n{log_tail(self.log_path)}")
+
+    def _ready(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        # the API server with FAB takes longer than ServerProcess's services to answer
+        deadline = time.monotonic() + self.ready_timeout
+        while not self._ready():
+            if proc.poll() is not None:
+                self._fail(f"the process exited with code {proc.returncode}")
+            if time.monotonic() > deadline:
+                self._fail(f"no answer within {self.ready_timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def fab_env(home: Path, port: int) -> dict[str, str]:
+    """The environment of a ``FabAirflow``: none of this process's Airflow settings; SQLite in ``home``."""
+    url = f"http://{LOOPBACK}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": LOOPBACK,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+    )
+    return env
+
+
+def fab_users() -> None:
+    """Create the users given as JSON on stdin, with roles that exist (``FabAirflow.start``)."""
+    from airflow.configuration import conf
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    users = json.load(sys.stdin)
+    conf.load_providers_configuration()
+    with get_application_builder() as appbuilder:
+        for user in users:
+            roles = [appbuilder.sm.find_role(name) for name in user["roles"]]
+            if None in roles:
+                raise SystemExit(f"unknown role among {user['roles']}")
+            added = appbuilder.sm.add_user(
+                username=user["name"],
+                first_name=user["name"],
+                last_name="test",
+                email=f"{user['name']}@example.invalid",
+                role=roles,
+                password=user["password"],
+            )
+            if not added:
+                raise SystemExit(f"user {user['name']} was not created")

@@ -6,7 +6,9 @@ alerts and is retried, instead of holding the run forever. Every DAG also has a
 ``dagrun_timeout`` longer than its approval window, and the same alert on the run: with
 ``max_active_runs=1`` a run stuck anywhere would otherwise stop every later night without a
 word (alerts fire only on failure). Approval tasks wait for a human by their
-``response_timeout`` and take ``execution_timeout=None`` (``APPROVAL``).
+``response_timeout`` and take ``execution_timeout=None`` (``APPROVAL``). Given the DAG's id,
+``dag_arguments`` also returns its ``access_control``: who may read, trigger and approve it
+(``retention_airflow.roles``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from retention_airflow.notify import RetentionAlert
+from retention_airflow.roles import access_control
 
 APPROVAL: dict[str, Any] = {"retries": 0, "execution_timeout": None}
 """Arguments of an approval task: a human's wait is bounded by ``response_timeout`` alone."""
@@ -22,6 +25,7 @@ APPROVAL: dict[str, Any] = {"retries": 0, "execution_timeout": None}
 
 def dag_arguments(
     *,
+    dag_id: str | None = None,
     task_timeout: timedelta,
     run_timeout: timedelta,
     retries: int = 3,
@@ -29,7 +33,11 @@ def dag_arguments(
     max_retry_delay: timedelta | None = timedelta(minutes=30),
     backoff: bool = True,
 ) -> dict[str, Any]:
-    """The ``@dag`` keyword arguments for retries, time limits and alerts (``**dag_arguments(...)``)."""
+    """The ``@dag`` keyword arguments for retries, time limits, alerts and roles (``**dag_arguments(...)``).
+
+    ``dag_id`` names the DAG in ``roles.DAG_ACCESS``; without it the DAG has no ``access_control``
+    and only Airflow's built-in roles reach it.
+    """
     if task_timeout >= run_timeout:
         raise ValueError("a task's time limit must be shorter than its run's")
     task_args: dict[str, Any] = {
@@ -41,8 +49,11 @@ def dag_arguments(
     }
     if backoff and max_retry_delay is not None:
         task_args["max_retry_delay"] = max_retry_delay
-    return {
+    arguments: dict[str, Any] = {
         "default_args": task_args,
         "dagrun_timeout": run_timeout,
         "on_failure_callback": RetentionAlert(),
     }
+    if dag_id is not None:
+        arguments["access_control"] = access_control(dag_id)
+    return arguments
