@@ -1,4 +1,5 @@
-"""Daily purge of Airflow's own records of the per-customer DAGs (conf, XCom, event log, task logs)."""
+"""Daily purge of Airflow's own records of the per-customer DAGs (conf, XCom, event log, task logs), and
+destruction of the pseudonym keys whose years' proof retention has ended."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from airflow.sdk import Param, dag
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retention_airflow.dag_defaults import dag_arguments
-from retention_airflow.housekeeping_tasks import purge_airflow_records
+from retention_airflow.housekeeping_tasks import destroy_pseudonym_keys, purge_airflow_records
 
 KEEP_PATTERN = r"^P(?=[0-9])([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?(?!\n)$"
 
@@ -41,9 +42,17 @@ return value holds the same counts.
 It reaches the metadata database through the connection airflow_metadata (Airflow 3 does not
 let task code use Airflow's own session), with delete rights on Airflow's tables.
 
+**Pseudonym keys**: a second task, `destroy_pseudonym_keys`, independent of the first. The ledger
+and the receipts name a customer only by a keyed pseudonym, made with the key of the run's year.
+When pseudonym_keys.keep of `_accountability.yaml` (default P5Y) has passed since a year ended, this
+task destroys that year's key for good (crypto-shredding), looks again, and writes one ledger entry
+per year (action pseudonym_key, the year in its detail, never key material). From then on no
+entry of that year can be linked to a customer id, not even by trying every id. The current
+year's key is never destroyed. The monitoring page's *Pseudonym keys* panel lists the years.
+
 **Params**:
 - `dry_run`: default false (the scheduled run purges). True only counts, touches nothing, and
-  writes a ledger entry with outcome planned.
+  writes a ledger entry with outcome planned (the key task: one per year it would destroy).
 - `keep`: a shorter window for this run only, e.g. P7D; P0D removes the records of every
   finished run now. A period longer than the policy's is ignored (the policy is the promise).
 
@@ -81,6 +90,7 @@ let task code use Airflow's own session), with delete rights on Airflow's tables
         ),
     },
     **dag_arguments(
+        dag_id="retention_housekeeping",
         task_timeout=timedelta(hours=1),
         run_timeout=timedelta(hours=4),
         retries=2,
@@ -90,6 +100,7 @@ let task code use Airflow's own session), with delete rights on Airflow's tables
 )
 def retention_housekeeping() -> None:
     purge_airflow_records()
+    destroy_pseudonym_keys()
 
 
 retention_housekeeping()

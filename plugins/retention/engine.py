@@ -68,6 +68,8 @@ class RunContext:
     policies: PolicySet
     database: DatabaseAdapter
     pseudonym_key: bytes
+    """The key of the run's pseudonyms (the subject's, and the ``pseudonym`` strategy's): the key of
+    ``key_period`` (``retention.keyring``), so they stop linking when that period's key is destroyed."""
     ledger: Ledger | None = None
     keeps: KeptRecords | None = None
     """Where file steps note the records whose items they kept; None: rows are not kept for files."""
@@ -82,6 +84,9 @@ class RunContext:
     mode: Mode = "due"
     subject: str | None = None
     dry_run: bool = False
+    key_period: str | None = None
+    """The period of ``pseudonym_key`` (the UTC year of ``now``); the run's ledger writes it into its
+    entries. None: a key without a period (tests and the benchmark)."""
     reason: str = "erasure_request"
     """In subject mode, why the customer asked (``params.REASONS``): which categories it acts on
     (``retention.scope``) and which of their request rules applies."""

@@ -14,6 +14,10 @@ database write lock on SQLite), so appenders in separate processes extend one ch
 
 The chain cannot stop someone who rewrites every later entry *and* the head; keeping
 ``ChainStatus.head_hash`` somewhere else (a run's log) makes that evident too.
+
+A ledger opened for a run with its ``key_period`` (``retention.keyring``) writes that period into
+every entry that names none. ``ensure_schema`` adds the ``key_period`` column to a ledger created
+before it existed; until then entries are read without it (the old entries hash without it anyway).
 """
 
 from __future__ import annotations
@@ -30,11 +34,20 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, check_table_name, create_tables
 from retention.errors import TerminalError
-from retention.ledger_entry import HASHED_FIELDS, OUTCOMES, LedgerEntry, entry_hash, stored_fields
+from retention.ledger_entry import (
+    HASHED_FIELDS,
+    KEY_PERIOD,
+    OUTCOMES,
+    LedgerEntry,
+    check_key_period,
+    entry_hash,
+    stored_fields,
+)
 
 __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "KEY_PERIOD",
     "MAX_PAGE",
     "OUTCOMES",
     "AppendedEntry",
@@ -92,6 +105,7 @@ def _ledger_table(metadata: sa.MetaData, name: str) -> sa.Table:
         sa.Column("detail", sa.Text),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("entry_hash", sa.String(64), nullable=False),
+        sa.Column(KEY_PERIOD, sa.Text),
         sa.Index(f"ix_{name}_run_id", "run_id", "seq"),
         sa.Index(f"ix_{name}_category", "category", "seq"),
     )
@@ -111,22 +125,49 @@ def _head_table(metadata: sa.MetaData, name: str) -> sa.Table:
 class Ledger:
     """The append-only, hash-chained ledger in one table (plus its head) of ``engine``'s database."""
 
-    def __init__(self, engine: Engine, table_name: str = "retention_ledger") -> None:
+    def __init__(
+        self, engine: Engine, table_name: str = "retention_ledger", *, key_period: str | None = None
+    ) -> None:
         metadata = sa.MetaData()
         self._engine = engine
         self._table = _ledger_table(metadata, check_table_name(table_name))
         self._head = _head_table(metadata, table_name)
+        self._key_period = check_key_period(key_period)
+        """Written into every appended entry that names no key period (the run's period)."""
+        self._has_key_period = False
+        """Whether the table is known to have the ``key_period`` column (checked until it has)."""
 
     def ensure_schema(self) -> None:
         """Create the ledger, its head and (on PostgreSQL) the append-only trigger if missing; idempotent."""
         with db_errors("ledger schema"), self._engine.begin() as conn:
             create_tables(conn, (self._table, self._head))
+            self._add_key_period(conn)
             if conn.dialect.name == "postgresql":
                 self._install_append_only_trigger(conn)
             if self._locked_head(conn) is None:
                 if conn.execute(sa.select(self._table.c.seq).limit(1)).first() is not None:
                     raise TerminalError("ledger has entries but its head row is missing: possible tampering")
                 conn.execute(sa.insert(self._head).values(id=1, last_seq=0, last_hash=GENESIS_HASH))
+
+    def _add_key_period(self, conn: Connection) -> None:
+        """Add the ``key_period`` column to a ledger created before it existed (NULL in old entries)."""
+        if self._knows_key_period(conn):
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        conn.execute(sa.text(f"ALTER TABLE {quote(self._table.name)} ADD COLUMN {KEY_PERIOD} TEXT"))
+        self._has_key_period = True
+
+    def _knows_key_period(self, conn: Connection) -> bool:
+        """Whether the table has the ``key_period`` column (asked again until it has)."""
+        if not self._has_key_period:
+            names = {c["name"] for c in sa.inspect(conn).get_columns(self._table.name)}
+            self._has_key_period = KEY_PERIOD in names
+        return self._has_key_period
+
+    def _stored_columns(self, conn: Connection) -> list[sa.Column[Any]]:
+        """The table's columns that exist in the database: all but ``key_period`` in an old ledger."""
+        known = self._knows_key_period(conn)
+        return [c for c in self._table.c if known or c.name != KEY_PERIOD]
 
     def _install_append_only_trigger(self, conn: Connection) -> None:
         quote = conn.dialect.identifier_preparer.quote
@@ -173,6 +214,9 @@ class Ledger:
         fields = [stored_fields(e) for e in entries]
         if not fields:
             return []
+        for stored in fields:
+            if stored[KEY_PERIOD] is None:
+                stored[KEY_PERIOD] = self._key_period
         with db_errors("ledger append"), self._engine.begin() as conn:
             head = self._locked_head(conn)
             if head is None:
@@ -185,11 +229,21 @@ class Ledger:
                 row = {**stored, "seq": seq, "recorded_at": recorded_at, "prev_hash": prev}
                 prev = row["entry_hash"] = entry_hash(row)
                 rows.append(row)
+            self._fit_old_table(conn, rows)
             conn.execute(sa.insert(self._table), rows)
             conn.execute(
                 sa.update(self._head).where(self._head.c.id == 1).values(last_seq=seq, last_hash=prev)
             )
         return [AppendedEntry(row["seq"], row["entry_hash"]) for row in rows]
+
+    def _fit_old_table(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Leave ``key_period`` out of rows for a ledger not yet given the column; refuse a period there."""
+        if self._knows_key_period(conn):
+            return
+        if any(row[KEY_PERIOD] is not None for row in rows):
+            raise TerminalError("the ledger has no key_period column yet: call ensure_schema() first")
+        for row in rows:
+            del row[KEY_PERIOD]
 
     def verify_chain(self, *, batch_size: int = 10_000, after: tuple[int, str] | None = None) -> ChainStatus:
         """Walk the chain in ``seq`` order, ``batch_size`` rows at a time; report the first break.
@@ -224,7 +278,7 @@ class Ledger:
     ) -> Iterator[RowMapping]:
         # keyset pages: each query is bounded, so memory stays flat however long the chain
         seq = self._table.c.seq
-        query = sa.select(self._table).where(seq <= last_seq).order_by(seq).limit(batch_size)
+        query = sa.select(*self._stored_columns(conn)).where(seq <= last_seq).order_by(seq).limit(batch_size)
         page = query.where(seq > first_after) if first_after else query
         while batch := conn.execute(page).mappings().all():
             page = query.where(seq > batch[-1]["seq"])
@@ -237,14 +291,14 @@ class Ledger:
         """One page of entries, newest first, optionally of one run and/or category (detail decoded)."""
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise TerminalError(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
-        query = (
-            sa.select(self._table)
-            .where(*self._filters(run_id, category))
-            .order_by(self._table.c.seq.desc())
-            .offset(offset)
-            .limit(limit)
-        )
         with db_errors("ledger read"), self._engine.connect() as conn:
+            query = (
+                sa.select(*self._stored_columns(conn))
+                .where(*self._filters(run_id, category))
+                .order_by(self._table.c.seq.desc())
+                .offset(offset)
+                .limit(limit)
+            )
             return [_decoded(row) for row in conn.execute(query).mappings()]
 
     def count(self, run_id: str | None = None, category: str | None = None) -> int:

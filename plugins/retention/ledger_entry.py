@@ -7,7 +7,9 @@ rows it held), at most a pseudonym, never a list of items or personal data. Cons
 ``LedgerEntry`` validates every field, so a malformed or personal one never reaches the chain.
 
 An entry's hash covers all its stored fields, including its sequence number, time and the
-previous entry's hash (``retention.ledger`` chains the entries).
+previous entry's hash (``retention.ledger`` chains the entries). ``key_period`` (the period of the
+key its pseudonyms were made with, ``retention.keyring``) came later: it is hashed only when set,
+so the entries written before it existed still match their hashes.
 """
 
 from __future__ import annotations
@@ -64,11 +66,14 @@ HASHED_FIELDS = (
     "detail",
     "prev_hash",
 )
-"""Every stored column but ``entry_hash`` itself."""
+"""Every stored column but ``entry_hash`` itself and ``key_period`` (hashed only when set)."""
+
+KEY_PERIOD = "key_period"
 
 MAX_DETAIL = 4096
 
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_KEY_PERIOD = re.compile(r"[0-9]{4}")
 _HEX = re.compile(r"[0-9a-f]{16,128}")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?")
 
@@ -96,6 +101,9 @@ class LedgerEntry:
     policy_set_hash: str | None = None
     detail: Mapping[str, Any] | None = None
     """A small JSON-serialisable dict of counts and codes."""
+    key_period: str | None = None
+    """The period (a year) of the pseudonym key the run used (``retention.keyring``); None: an entry
+    written before keys had periods, or by a writer that uses no key."""
     entry_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
@@ -119,12 +127,21 @@ def stored_fields(entry: LedgerEntry) -> dict[str, Any]:
         "until": _until(entry.until),
         "policy_set_hash": _optional_matching("policy_set_hash", entry.policy_set_hash, _HEX),
         "detail": _detail(entry.detail),
+        KEY_PERIOD: check_key_period(entry.key_period),
     }
 
 
+def check_key_period(value: str | None) -> str | None:
+    """``value`` if it is None or a key period (a four-digit year); TerminalError otherwise."""
+    return _optional_matching(KEY_PERIOD, value, _KEY_PERIOD)
+
+
 def entry_hash(stored: Mapping[str, Any] | RowMapping) -> str:
-    """SHA-256 over the canonical JSON of an entry's ``HASHED_FIELDS`` as stored."""
+    """SHA-256 over the canonical JSON of an entry's ``HASHED_FIELDS`` as stored, and its ``key_period``
+    if it has one."""
     payload = {name: stored[name] for name in HASHED_FIELDS}
+    if stored.get(KEY_PERIOD) is not None:
+        payload[KEY_PERIOD] = stored[KEY_PERIOD]
     payload["recorded_at"] = aware_utc("recorded_at", stored["recorded_at"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
 

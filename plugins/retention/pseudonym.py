@@ -2,8 +2,10 @@
 
 ``psn:`` followed by the first 32 hex digits of HMAC-SHA256(key, namespace NUL value).
 The same key, namespace and value always give the same pseudonym, so the ledger can
-say "this subject's data" twice without ever naming the subject. The key comes from
-an Airflow Connection or Variable at the edge, never from the repository.
+say "this subject's data" twice without ever naming the subject. The key is the key of one
+period (``retention.keyring``: a year's random key, unwrapped with the master key of an Airflow
+Connection), never from the repository; once that period's key is destroyed, no pseudonym made
+with it can be linked to its value again, not even by pseudonymising every possible value.
 """
 
 from __future__ import annotations

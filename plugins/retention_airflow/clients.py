@@ -10,7 +10,8 @@ Connections:
   defaults to ``business_db``).
 - ``docs_s3``: S3 (conn_type aws; ``endpoint_url`` in extra for a local server).
 - ``archive_sftp``: the SFTP translation archive (host key pinned in extra).
-- ``retention_pseudonym``: the key for keyed pseudonyms, in the password field.
+- ``retention_pseudonym``: the master key of the pseudonym keys, in the password field: it wraps
+  each year's random key (``retention.keyring``), which is what pseudonyms are made with.
 - ``retention_alerts`` (optional): an HTTP webhook for failure alerts.
 
 Variable ``retention_settings`` (JSON, optional): ``policy_dir``, ``bucket_map``,
@@ -173,7 +174,8 @@ def sftp_client() -> Iterator[Any]:
 
 
 def pseudonym_key() -> bytes:
-    """The pseudonym key from connection ``retention_pseudonym`` (password field)."""
+    """The pseudonym master key from connection ``retention_pseudonym`` (password field): it only wraps
+    the period keys (``retention.keyring``), nothing is pseudonymised with it."""
     from airflow.sdk import BaseHook
 
     try:
@@ -233,6 +235,7 @@ def open_context(
     from retention.flow import check_same_policies
     from retention.holds import HoldRegistry
     from retention.keeps import KeptRecords
+    from retention.keyring import Keyring, period_of
     from retention.ledger import Ledger
     from retention.policy import load_policies
 
@@ -244,18 +247,22 @@ def open_context(
         ledger_db = ledger_engine()
         stack.callback(ledger_db.dispose)
         registry = HoldRegistry(ledger_db, subject_format=policies.subject)
-        ledger = Ledger(ledger_db)
+        period = period_of(now)
+        keyring = Keyring(ledger_db, pseudonym_key())
+        ledger = Ledger(ledger_db, key_period=period)
         keeps = KeptRecords(ledger_db)
         if run is None:
             ledger.ensure_schema()
             registry.ensure_schema()
             keeps.ensure_schema()
+            keyring.ensure_schema()
         ctx = RunContext(
             run_id=run_id,
             now=now,
             policies=policies,
             database=DatabaseAdapter(business),
-            pseudonym_key=pseudonym_key(),
+            pseudonym_key=keyring.key(period),
+            key_period=period,
             ledger=ledger,
             keeps=keeps,
             holds=registry.current,

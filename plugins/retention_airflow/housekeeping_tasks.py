@@ -1,9 +1,14 @@
-"""The task of the ``retention_housekeeping`` DAG: Airflow's own records of the per-customer DAGs.
+"""The tasks of the ``retention_housekeeping`` DAG: Airflow's own records of the per-customer DAGs,
+and the pseudonym keys whose time is up.
 
 ``purge_airflow_records`` reads the window from the policies (``_airflow.yaml``: ``keep`` and
 ``dags``), purges Airflow's metadata database over the connection ``airflow_metadata`` and the
 local task logs (``retention_airflow.housekeeping``), looks again, and writes one ledger entry
 with the counts per table and of the log files: never an id, a conf or a run id of a purged run.
+
+``destroy_pseudonym_keys`` destroys every year's pseudonym key whose ``pseudonym_keys.keep``
+(``_accountability.yaml``) after the year's end has passed (``retention.keyring``), looks again, and
+writes one ledger entry per destroyed year: the year, never key material.
 """
 
 from __future__ import annotations
@@ -100,3 +105,42 @@ def purge_airflow_records() -> dict[str, Any]:
     if report.verified is False:
         raise TerminalError("housekeeping looked again and found records left: see the ledger entry")
     return report.detail()
+
+
+@task(outlets=[LEDGER_ASSET])
+@engine_errors
+def destroy_pseudonym_keys() -> dict[str, Any]:
+    """Destroy (or, in a dry run, list) the pseudonym keys of the years whose proof retention ended."""
+    from retention.keyring import Keyring, shred_expired
+    from retention.ledger import Ledger
+    from retention_airflow import clients
+
+    ctx = get_current_context()
+    dry_run = bool(ctx["params"].get("dry_run"))
+    policies = clients.policy_set()
+    keep = policies.accountability.pseudonym_keys.keep
+    engine = clients.ledger_engine()
+    try:
+        keyring = Keyring(engine)
+        keyring.ensure_schema()
+        result = shred_expired(
+            keyring, now=ctx["dag_run"].run_after, keep=keep, run_id=ctx["run_id"], dry_run=dry_run
+        )
+        entries = result.entries(ctx["run_id"], policies.hash)
+        if entries:
+            ledger = Ledger(engine)
+            ledger.ensure_schema()
+            ledger.append_many(entries)
+    finally:
+        engine.dispose()
+    log.info(
+        "SUMMARY pseudonym_keys dry_run=%s keep=%s due=%s destroyed=%s left=%s",
+        dry_run,
+        keep,
+        ",".join(result.due) or "none",
+        ",".join(result.destroyed) or "none",
+        ",".join(result.left) or "none",
+    )
+    if result.left:
+        raise TerminalError("looking again found a destroyed pseudonym key still present: see the ledger")
+    return result.detail()

@@ -35,6 +35,7 @@ from harness.shop_oracle import Expected, expected
 from harness.shop_world import NOW, POLICY_BUCKET, POLICY_DIR, TABLES, Mode, ShopWorld, generate, plan
 from retention import cli
 from retention.holds import HoldRegistry
+from retention.keyring import Keyring, period_of
 from retention.ledger import Ledger
 from retention.policy import load_policies
 from retention.results import CategoryPlan, DatabasePass, RunSummary, StepResult
@@ -152,7 +153,7 @@ def _shop_run(services: tuple[Any, ...], mode: Mode) -> Iterator[ShopRun]:
     """A fresh world in fresh stores, wired into Airflow as in production, and one DAG run over it."""
     from airflow.providers.sftp.hooks.sftp import SFTPHook
 
-    from tests.integration.test_dags import _conn_json
+    from tests.integration.test_dags import TOMBSTONE_CONN, _conn_json
 
     pg_server, s3_server, s3_client, sftp_server = services
     name = f"shop_{uuid.uuid4().hex[:12]}"
@@ -181,11 +182,13 @@ def _shop_run(services: tuple[Any, ...], mode: Mode) -> Iterator[ShopRun]:
             env.setenv("AIRFLOW_CONN_BUSINESS_DB", _conn_json(engine))
             key = json.dumps({"conn_type": "generic", "password": KEY.decode()})
             env.setenv("AIRFLOW_CONN_RETENTION_PSEUDONYM", key)
+            env.setenv("AIRFLOW_CONN_RETENTION_TOMBSTONE_KEY", TOMBSTONE_CONN)
             env.setenv("AIRFLOW_VAR_RETENTION_SETTINGS", json.dumps(settings))
             run, last = _run_dag(world, mode)
         assert run.state == "success", f"the {mode} run failed"
         (result,) = _xcoms(run, last)
-        oracle = expected(world, mode, KEY)
+        # the run pseudonymises with its year's key, which the master key KEY only wraps
+        oracle = expected(world, mode, Keyring(engine, KEY).key(period_of(NOW)))
         yield ShopRun(world, oracle, engine, s3_client, bucket, receipts, root, run, result, _steps(run))
     finally:
         engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -85,13 +86,17 @@ def test_appends_form_one_chain_that_verifies(ledger: Ledger) -> None:
     assert [r["prev_hash"] for r in rows[:-1]] == [r["entry_hash"] for r in rows[1:]]
 
 
+@pytest.mark.parametrize("key_period", [None, "2026"])
 def test_entry_hash_is_sha256_of_the_canonical_json_of_every_stored_field(
-    ledger: Ledger, engine: Engine
+    ledger: Ledger, engine: Engine, key_period: str | None
 ) -> None:
-    appended = ledger.append(make_entry(1))
+    appended = ledger.append(dataclasses.replace(make_entry(1), key_period=key_period))
     with engine.connect() as conn:
         row = dict(conn.execute(sa.text("SELECT * FROM retention_ledger")).mappings().one())
     stored_hash = row.pop("entry_hash")
+    assert row["key_period"] == key_period
+    if key_period is None:
+        del row["key_period"]  # hashed only when set: entries from before the field keep their hashes
     assert (row["seq"], row["prev_hash"], row["count"]) == (1, GENESIS_HASH, 1)
     row["recorded_at"] = datetime.fromisoformat(row["recorded_at"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

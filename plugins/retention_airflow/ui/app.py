@@ -17,6 +17,10 @@ URL or sent to Airflow (see ``find`` and ``retention.identity``).
 ``retention.ropa``) of the policy set the page loads, Danish first, then English, with the policy
 set's hash and since when the ledger shows runs using it (``LedgerReader.policy_set_use``); the
 same record downloads as Markdown or JSON (``/ropa/download/...``), as ``make ropa`` writes it.
+
+*Pseudonym keys* (on the overview) lists the years of the pseudonym keys (``retention.keyring``):
+linkable while the year's key exists, no longer linkable once ``retention_housekeeping`` destroyed
+it, and when the next key is destroyed (``_accountability.yaml``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from retention import ropa
 from retention.errors import PolicyError, RetentionError, TerminalError
 from retention.identity import MAX_MATCHES, Found, find_subjects
+from retention.keyring import KeyPeriod, destruction_due
 from retention.policy import PolicySet, load_policies
 from retention.subject import SUBJECT_FILE, IdentityType
 from retention_airflow.ui import find as finding
@@ -260,6 +265,7 @@ def overview(request: Request, _user: User) -> HTMLResponse:
             "backlog": reader.backlog(),
             "last_sweep": reader.last_sweep(),
             "housekeeping": reader.last_housekeeping(),
+            "key_periods": reader.pseudonym_keys(),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
         }
@@ -269,7 +275,12 @@ def overview(request: Request, _user: User) -> HTMLResponse:
     if data is None:
         return site.render(request, "message.html", title="No ledger yet", message=NO_LEDGER)
     return site.render(
-        request, "overview.html", deadlines=_deadlines(site), airflow_window=_airflow_window(site), **data
+        request,
+        "overview.html",
+        deadlines=_deadlines(site),
+        airflow_window=_airflow_window(site),
+        pseudonym_keys=_pseudonym_keys(site, data.pop("key_periods")),
+        **data,
     )
 
 
@@ -280,6 +291,34 @@ def _airflow_window(site: _Site) -> dict[str, Any] | None:
     except Unavailable:
         return None
     return {"keep": window.keep, "dags": ", ".join(window.dags)}
+
+
+@dataclass(frozen=True)
+class KeyPeriodRow:
+    """One year of the pseudonym keys on the overview: whether its entries still link, and until when."""
+
+    period: str
+    destroyed_at: datetime | None
+    due: datetime | None
+    """When its key is destroyed (None: the policies cannot be read)."""
+
+    @property
+    def linkable(self) -> bool:
+        return self.destroyed_at is None
+
+
+def _pseudonym_keys(site: _Site, periods: list[KeyPeriod]) -> dict[str, Any]:
+    """The key periods with their destruction dates, and the next destruction (``_accountability.yaml``)."""
+    try:
+        keep: str | None = site.policies().accountability.pseudonym_keys.keep
+    except Unavailable:
+        keep = None
+    rows = [
+        KeyPeriodRow(p.period, p.destroyed_at, destruction_due(p.period, keep) if keep else None)
+        for p in periods
+    ]
+    upcoming = [r.due for r in rows if r.destroyed_at is None and r.due is not None]
+    return {"keep": keep, "rows": rows, "next": min(upcoming, default=None)}
 
 
 @dataclass(frozen=True)

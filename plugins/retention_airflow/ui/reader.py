@@ -1,5 +1,5 @@
 """What the monitoring page shows, read from the ledger: runs, approvals, receipts, backlog, the last
-sweep and coverage report, entries, chain status.
+sweep and coverage report, entries, chain status; and, beside the ledger, the pseudonym keys' periods.
 
 Only counts, digests, codes and pseudonyms are read (the ledger holds nothing else). The
 overview's queries look at the newest ``RECENT_WINDOW`` entries (and the newest
@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, check_table_name
+from retention.keyring import KeyPeriod, Keyring
 from retention.ledger import GENESIS_HASH, ChainStatus, Ledger
 from retention.results import Reason, Skip
 
@@ -591,6 +592,11 @@ class LedgerReader:
         return Housekeeping(
             at, run_id, outcome, int(count or 0), int(decoded.get("runs") or 0), bool(decoded.get("dry_run"))
         )
+
+    def pseudonym_keys(self) -> list[KeyPeriod]:
+        """Every period of the pseudonym keys, oldest first, linkable or destroyed (none before a run)."""
+        keyring = Keyring(self.engine)
+        return keyring.periods() if keyring.exists() else []
 
     def last_sweep(self) -> LastSweep | None:
         """Per root, the newest orphan-sweep summary, and the newest coverage report, among the newest
