@@ -4,7 +4,9 @@ The API server mounts plugin FastAPI apps without Airflow's authentication, so e
 checks for itself. As in Airflow's API, an ``Authorization: Bearer`` token wins over the
 ``_token`` cookie that the Airflow UI keeps after login (it reaches this app because the
 page is served from the same origin, also inside the UI's iframe). A caller must be allowed
-to read the runs of both retention DAGs: the ledger is the record of those runs. The "Find a
+to read the nightly runs (``retention_viewer`` may): the ledger holds counts and pseudonyms
+only, while the runs of the per-customer DAGs (their parameters name the customer) are
+privacy staff's. The "Find a
 customer" page also requires the permission to trigger the customer-erasure DAG (create its
 runs): it is the first step of an erasure request.
 """
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 COOKIE_NAME = "_token"
 """Airflow's ``COOKIE_NAME_JWT_TOKEN`` (``airflow.api_fastapi.auth.managers.base_auth_manager``)."""
 
-RETENTION_DAGS = ("retention_nightly", "customer_erasure")
+RETENTION_DAGS = ("retention_nightly",)
 ERASURE_DAG = "customer_erasure"
 
 
