@@ -65,6 +65,22 @@ class Settings:
     (a hold, a statute, a storage lock) before the run fails and alerts."""
     receipts_bucket: str = "alleskar-privacy-receipts"
     receipts_prefix: str = "receipts/"
+    statement_timeout: float = 900.0
+    """Seconds a PostgreSQL statement may run (``statement_timeout``); then it is cancelled and
+    the step fails as transient (retried). Batches are bounded, so a statement that long is stuck."""
+    lock_timeout: float = 60.0
+    """Seconds a PostgreSQL statement may wait for a lock (``lock_timeout``), e.g. on a row a
+    business transaction holds; then the same."""
+    sftp_timeout: float = 60.0
+    """Seconds without an answer on the SFTP channel (a stalled server) before the step fails."""
+    s3_timeout: float = 120.0
+    """Seconds without an answer from S3 (read timeout; connecting: 10 s) before boto3 retries."""
+
+    def __post_init__(self) -> None:
+        for name in ("statement_timeout", "lock_timeout", "sftp_timeout", "s3_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value <= 3600:
+                raise ValueError(f"{name} must be a number of seconds between 0 and 3600")
 
 
 def settings() -> Settings:
@@ -102,14 +118,32 @@ def _connection_exists(conn_id: str) -> bool:
 
 
 def sql_engine(conn_id: str) -> Any:
-    """A SQLAlchemy Engine built by the connection's own hook (PostgresHook, SqliteHook)."""
+    """A SQLAlchemy Engine built by the connection's own hook (PostgresHook, SqliteHook).
+
+    On PostgreSQL every session starts with the settings' ``statement_timeout`` and
+    ``lock_timeout`` (and an idle-in-transaction limit), so a statement stuck on a lock or a
+    hung server is cancelled and the step fails (transient, retried) instead of holding the run.
+    """
     from airflow.sdk import BaseHook
 
     hook = BaseHook.get_connection(conn_id).get_hook()  # type: ignore[no-untyped-call]
-    engine = hook.get_sqlalchemy_engine(engine_kwargs={"pool_pre_ping": True})
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if hook.conn_type == "postgres":
+        engine_kwargs["connect_args"] = {"options": postgres_session_options(settings())}
+    engine = hook.get_sqlalchemy_engine(engine_kwargs=engine_kwargs)
     if engine.dialect.name == "sqlite":
         _enable_sqlite_foreign_keys(engine)
     return engine
+
+
+def postgres_session_options(cfg: Settings) -> str:
+    """libpq ``options`` that set the session's time limits (milliseconds)."""
+    limits = {
+        "statement_timeout": cfg.statement_timeout,
+        "lock_timeout": cfg.lock_timeout,
+        "idle_in_transaction_session_timeout": max(cfg.statement_timeout, 600.0),
+    }
+    return " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in limits.items())
 
 
 def _enable_sqlite_foreign_keys(engine: Any) -> None:
@@ -153,24 +187,66 @@ def check_holds(categories: Collection[str], now: datetime, subject_format: Subj
 
 
 def s3_client() -> Any:
-    """The boto3 S3 client of connection ``docs_s3``, built by the amazon provider's S3Hook."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    """The boto3 S3 client of connection ``docs_s3``, built by the amazon provider's S3Hook.
 
-    return S3Hook(aws_conn_id=DOCS_S3).get_conn()
+    Its time limits come from the settings (connect 10 s, read ``s3_timeout``), and boto3's
+    standard retry mode retries throttling (``SlowDown``) and 5xx answers up to 5 attempts.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=10,
+        read_timeout=settings().s3_timeout,
+        retries={"mode": "standard", "max_attempts": 5},
+    )
+    return S3Hook(aws_conn_id=DOCS_S3, config=config).get_conn()
+
+
+def host_key_problem(hook: Any) -> str | None:
+    """Why an SSH hook would not verify the server against one pinned key; None if it would.
+
+    The SSH hook accepts any key when ``no_host_key_check`` is true, and also when
+    ``allow_host_key_change`` is true (paramiko's ``MissingHostKeyPolicy``); without
+    ``host_key`` it falls back to the machine's known_hosts. Only a pinned key with neither
+    switch leaves paramiko's reject policy in force.
+    """
+    if getattr(hook, "no_host_key_check", True):
+        return "must check the server's host key (no_host_key_check: false)"
+    if getattr(hook, "host_key", None) is None:
+        return "must pin the server's host key (host_key in the connection's extra)"
+    if getattr(hook, "allow_host_key_change", True):
+        return "must not allow a changed host key (remove allow_host_key_change)"
+    return None
 
 
 @contextmanager
 def sftp_client() -> Iterator[Any]:
-    """A paramiko SFTPClient of connection ``archive_sftp``; host keys are verified, never auto-added."""
+    """A paramiko SFTPClient of connection ``archive_sftp``: the server must present the pinned host
+    key (anything else is refused before the first request); the channel times out after the
+    settings' ``sftp_timeout``, so a stalled server fails the step."""
+    import paramiko
     from airflow.providers.sftp.hooks.sftp import SFTPHook
 
-    hook = SFTPHook(ssh_conn_id=ARCHIVE_SFTP)
-    if getattr(hook, "no_host_key_check", True):
+    try:
+        hook = SFTPHook(ssh_conn_id=ARCHIVE_SFTP)
+    except ValueError as e:  # the provider's own checks of the connection, e.g. a malformed host key
+        raise TerminalError(f"connection {ARCHIVE_SFTP} is not valid: {e}") from None
+    problem = host_key_problem(hook)
+    if problem:
+        raise TerminalError(f"connection {ARCHIVE_SFTP} {problem}")
+    try:
+        with hook.get_managed_conn() as client:
+            channel = client.get_channel()
+            if channel is not None:
+                channel.settimeout(settings().sftp_timeout)
+            yield client
+    except paramiko.BadHostKeyException:
+        # Not transient: retrying would talk to the same server. A human must find out why.
         raise TerminalError(
-            f"connection {ARCHIVE_SFTP} must pin the server's host key (no_host_key_check: false)"
-        )
-    with hook.get_managed_conn() as client:
-        yield client
+            f"connection {ARCHIVE_SFTP}: the server presented another host key than the pinned one "
+            "(a replaced server or a man in the middle): check the server before anything else"
+        ) from None
 
 
 def pseudonym_key() -> bytes:
