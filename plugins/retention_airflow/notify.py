@@ -29,6 +29,11 @@ class RetentionAlert(BaseNotifier):
         self.conn_id = conn_id
         self.endpoint = endpoint
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing to render (no template fields); the base class would ask the DAG for a Jinja
+        environment, which a run-level callback's serialized DAG does not have."""
+        return None
+
     @staticmethod
     def payload(context: Any) -> dict[str, Any]:
         ti = context.get("ti") or context.get("task_instance")
