@@ -60,8 +60,10 @@ fix the store and *Clear* the failed task with downstream: every step is idempot
 verification failure means data is still present: do not answer the customer until a
 cleared run has a receipt with `verified: true`. If the customer is under a legal hold, the
 receipt says so (kept: legal hold) and nothing of theirs is erased until the hold is released.
-If a backup is restored later, re-run this DAG with the same `request_ref`: it erases the
-restored data again and writes a new receipt.
+A real, proven run also leaves a tombstone (the customer id, encrypted with connection
+retention_tombstone_key, in the ledger's database): if a backup is restored later, trigger
+`replay_erasures` with the moment the backup was taken, and it erases this customer again from
+the tombstone, with its own receipt.
 """
 
 

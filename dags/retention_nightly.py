@@ -39,7 +39,9 @@ category's blast-radius cap) → `erase_s3`, `erase_sftp`, `erase_filesystem`
 `erase_databases`: every category's
 rows in policy order (`after`), each only once its files are verified gone (the row is the
 index of the files) → `finish_nightly` records the approvals, verifies the ledger's hash
-chain, writes the run summary (its return value, in XCom) and fails if any step is unproven.
+chain, deletes the erasure tombstones older than tombstones.keep of `_accountability.yaml`
+(default 90 days: as long as a backup may be restored), writes the run summary (its return
+value, in XCom) and fails if any step is unproven.
 
 **Params**: `dry_run` (plan and count only; nothing is erased or recorded) and `as_of`
 (evaluate retention at an earlier moment; a time in the future is refused).

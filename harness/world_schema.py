@@ -174,7 +174,20 @@ Table(
     _text("report_id", unique=True),
 )
 
-SYSTEM_TABLES: tuple[str, ...] = ("access_reports",)
+# One row per erasure receipt (dry runs and replays after a restore included), written before the
+# receipt's objects (receipts/<request_ref>/<run>.json and .md). Policy erasure_receipts erases
+# receipts and rows five years after the receipt; a later erasure request of the customer keeps them.
+Table(
+    "erasure_receipts",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("customer_id", _ID, nullable=False, index=True),
+    _text("request_ref", index=True),
+    _text("run_id"),
+    _ts("made_at", index=True),
+)
+
+SYSTEM_TABLES: tuple[str, ...] = ("access_reports", "erasure_receipts")
 """Tables of ``metadata`` that the retention system writes, not the business: the world has no rows there."""
 
 

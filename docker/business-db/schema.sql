@@ -30,6 +30,21 @@ CREATE TABLE customers (
 
 CREATE INDEX ix_customers_last_activity_at ON customers (last_activity_at);
 
+CREATE TABLE erasure_receipts (
+	id BIGSERIAL NOT NULL,
+	customer_id BIGINT NOT NULL,
+	request_ref TEXT NOT NULL,
+	run_id TEXT NOT NULL,
+	made_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_erasure_receipts_customer_id ON erasure_receipts (customer_id);
+
+CREATE INDEX ix_erasure_receipts_made_at ON erasure_receipts (made_at);
+
+CREATE INDEX ix_erasure_receipts_request_ref ON erasure_receipts (request_ref);
+
 CREATE TABLE contact_persons (
 	id BIGINT NOT NULL,
 	customer_id BIGINT NOT NULL,

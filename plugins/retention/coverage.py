@@ -55,9 +55,12 @@ SYSTEM_TABLES: tuple[str, ...] = (
     "retention_ledger_head",
     "retention_legal_holds",
     "retention_kept_records",
+    "retention_tombstones",
+    "retention_pseudonym_keys",
+    "retention_leases",
 )
 """The retention system's own tables under their default names (``Ledger`` and its head,
-``HoldRegistry``, ``KeptRecords``): never reported. A deployment that renames them passes the
+``HoldRegistry``, ``KeptRecords``, ``Tombstones``, ``Keyring``, ``Leases``): never reported. A deployment that renames them passes the
 names as ``skip``."""
 
 Kind = Literal["table", "column", "prefix", "directory"]

@@ -17,7 +17,8 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from retention import stores
 from retention.adapters.database import reflect_schema
@@ -48,6 +49,9 @@ from retention.results import (
     backlog_of,
 )
 from retention.scope import in_scope
+
+if TYPE_CHECKING:
+    from retention.tombstones import Tombstones
 
 log = logging.getLogger(__name__)
 
@@ -428,12 +432,16 @@ def finish(
     failed_tasks: Sequence[str] = (),
     plans: Mapping[str, CategoryPlan | None] | None = None,
     backlog_runs: int = BACKLOG_RUNS,
+    tombstones: Tombstones | None = None,
 ) -> RunSummary:
     """Record the decisions and the run summary, verify the chain; fail if anything is unproven, or if
     due data was left behind for the same reason (other than a lawful keep) ``backlog_runs`` nights running.
+
+    With ``tombstones``, a real nightly run also deletes the tombstones whose retention has ended.
     """
     record_decisions(ctx, decided)
     _clear_keeps(ctx)
+    purged = purge_tombstones(ctx, run, tombstones)
     proof = prove(ctx, run, skipped, failed_tasks)
     planned = {c: p.records for c, p in (plans or {}).items() if p is not None}
     backlog = backlog_of(results, skipped, planned)
@@ -478,6 +486,7 @@ def finish(
                 "chain_checked": proof.chain_checked,
                 "backlog": {c: {r.value: n for r, n in reasons.items()} for c, reasons in backlog.items()},
                 "undated": dict(summary.undated),
+                "tombstones_purged": purged,
             },
         )
     )
@@ -489,6 +498,30 @@ def finish(
             f"keep: {shown}; see the run summary's backlog and the runbook"
         )
     return summary
+
+
+def purge_tombstones(ctx: RunContext, run: RunInfo, tombstones: Tombstones | None) -> int:
+    """Delete the tombstones older than ``tombstones.keep`` of ``_accountability.yaml`` (a real nightly
+    run only); record how many in the ledger (a count, nothing else). Returns the count."""
+    if tombstones is None or run.dry_run or run.mode != "due":
+        return 0
+    from retention.tombstones import expired_before
+
+    keep = ctx.policies.accountability.tombstones.keep
+    purged = tombstones.purge(expired_before(run.now, keep))
+    if purged:
+        _ledger(ctx).append(
+            LedgerEntry(
+                run_id=ctx.run_id,
+                action="tombstone",
+                outcome="erased",
+                count=purged,
+                policy_set_hash=ctx.policies.hash,
+                detail={"keep": keep},
+            )
+        )
+    log.info("SUMMARY tombstones purged=%d keep=%s", purged, keep)
+    return purged
 
 
 def _persistent(ctx: RunContext, backlog: Mapping[str, Mapping[Reason, int]], runs: int) -> tuple[str, ...]:
@@ -519,11 +552,23 @@ def _persistent(ctx: RunContext, backlog: Mapping[str, Mapping[Reason, int]], ru
 
 
 @dataclass(frozen=True)
+class Replay:
+    """An erasure replayed after a backup was restored: when the backup was taken, and the erasure's
+    original run (from its tombstone)."""
+
+    restored_to: str
+    """ISO 8601 date-time with its zone."""
+    original_run_id: str
+
+
+@dataclass(frozen=True)
 class ReceiptRequest:
     """A customer's request as the receipt names it: its reference and reason, never the customer."""
 
     request_ref: str
     reason: str
+    replay: Replay | None = None
+    """Set when this run replays an erasure after a restore: the receipt says so."""
 
 
 ReceiptSink = Callable[[Mapping[str, Any]], Mapping[str, str]]
@@ -538,8 +583,12 @@ def finish_request(
     skipped: Mapping[str, Skip],
     failed_tasks: Sequence[str] = (),
     sink: ReceiptSink | None = None,
+    tombstones: Tombstones | None = None,
 ) -> dict[str, Any]:
-    """Build the erasure receipt, store it through ``sink``, note it in the ledger; fail unless proven."""
+    """Build the erasure receipt, store it through ``sink``, note it in the ledger; fail unless proven.
+
+    With ``tombstones``, a real erasure that is proven leaves its tombstone (``record_tombstone``).
+    """
     from retention.receipt import build_receipt
 
     _clear_keeps(ctx)
@@ -554,6 +603,8 @@ def finish_request(
         policies=ctx.policies,
         steps=results,
         not_erased=skipped,
+        replay=dataclasses.asdict(request.replay) if request.replay is not None else None,
+        key_period=ctx.key_period,
     )
     doc["verified"] = doc["verified"] and proof.ok
     where: Mapping[str, str] = sink(doc) if sink is not None else {}
@@ -574,7 +625,37 @@ def finish_request(
             )
         )
     raise_unless_proven(proof)
+    if doc["verified"] and tombstones is not None:
+        record_tombstone(ctx, run, request, tombstones)
     return {**doc, "location": dict(where)} if where else doc
+
+
+def record_tombstone(ctx: RunContext, run: RunInfo, request: ReceiptRequest, tombstones: Tombstones) -> None:
+    """Leave the tombstone of a proven, real erasure: whom to erase again if a backup older than it is
+    restored. Not for a replay: the original erasure's tombstone still names the customer, with its
+    time, and stays until its own retention ends. Once per run (a retried task writes none)."""
+    if run.dry_run or request.replay is not None or ctx.subject is None:
+        return
+    written = tombstones.record(
+        run_id=run.run_id,
+        request_ref=request.request_ref,
+        reason=request.reason,
+        subject=ctx.subject,
+        # The wall clock, not the run's clock: a backup taken while the run was erasing may still
+        # hold the data, and a replay to that backup must find this tombstone.
+        completed_at=datetime.now(UTC),
+    )
+    if written:
+        _ledger(ctx).append(
+            LedgerEntry(
+                run_id=ctx.run_id,
+                action="tombstone",
+                outcome="summary",
+                count=1,
+                subject_ref=ctx.subject_ref,
+                policy_set_hash=ctx.policies.hash,
+            )
+        )
 
 
 # -- the whole run in one process -------------------------------------------------------------------
@@ -609,6 +690,7 @@ def run_all(
     request: ReceiptRequest | None = None,
     sink: ReceiptSink | None = None,
     backlog_runs: int = BACKLOG_RUNS,
+    tombstones: Tombstones | None = None,
 ) -> RunOutcome:
     """Plan and execute every category by the DAG's rules, in one process.
 
@@ -644,7 +726,9 @@ def run_all(
             _clear_keeps(ctx)
             raise_unless_proven(prove(ctx, run, database.skipped))
             return RunOutcome(run, plans, files, database)
-        receipt = finish_request(ctx, run, request, results, database.skipped, sink=sink)
+        receipt = finish_request(
+            ctx, run, request, results, database.skipped, sink=sink, tombstones=tombstones
+        )
         return RunOutcome(run, plans, files, database, receipt=receipt)
     summary = finish(
         ctx,
@@ -654,5 +738,6 @@ def run_all(
         database.skipped,
         plans={p.category: p for p in plans},
         backlog_runs=backlog_runs,
+        tombstones=tombstones,
     )
     return RunOutcome(run, plans, files, database, summary=summary)

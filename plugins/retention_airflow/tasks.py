@@ -311,14 +311,16 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
 @task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
 @engine_errors
 def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
-    """Record approvals, verify the ledger chain, write the run summary; fail if anything is unproven."""
+    """Record approvals, verify the ledger chain, delete expired tombstones, write the run summary; fail if
+    anything is unproven."""
     from retention import flow
     from retention_airflow import clients
+    from retention_airflow.tombstone_store import tombstones
 
     info = _run(run)
     database = _database_pass()
     plans, _answers = _plans_and_answers(info)
-    with clients.run_context(info) as ctx:
+    with tombstones(with_key=False) as graves, clients.run_context(info) as ctx:
         summary = flow.finish(
             ctx,
             info,
@@ -328,6 +330,7 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
             _failed_tasks(),
             plans=plans,
             backlog_runs=clients.settings().backlog_alert_after,
+            tombstones=graves,
         )
     for category, reasons in summary.backlog.items():
         left = " ".join(f"{reason.value}={n}" for reason, n in reasons.items())
@@ -349,21 +352,21 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
 @task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
 @engine_errors
 def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
-    """Build the erasure receipt, store it (JSON + Markdown) in S3 and reference it from the ledger."""
+    """Build the erasure receipt, store it (its row first, then JSON + Markdown in S3) and reference it
+    from the ledger; a real, proven erasure also leaves its tombstone (for a replay after a restore)."""
     from retention import flow
-    from retention.receipt import store_receipt
     from retention_airflow import clients
+    from retention_airflow.tombstone_store import tombstones
 
     params = get_current_context()["params"]
     check_erasure_params(params, clients.policy_set().subject)
     info = _run(run)
     database = _database_pass()
-    cfg = clients.settings()
-
-    def sink(doc: Any) -> dict[str, str]:
-        return store_receipt(clients.s3_client(), cfg.receipts_bucket, cfg.receipts_prefix, doc)
-
-    with clients.run_context(info, subject=params["customer_id"]) as ctx:
+    # The key is read before anything is stored: a run that cannot leave its tombstone fails first.
+    with (
+        tombstones(with_key=not info.dry_run) as graves,
+        clients.run_context(info, subject=params["customer_id"]) as ctx,
+    ):
         receipt = flow.finish_request(
             ctx,
             info,
@@ -371,7 +374,8 @@ def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
             [*_file_steps(info), *database.results],
             dict(database.skipped),
             _failed_tasks(),
-            sink=sink,
+            sink=receipt_sink(ctx, params["customer_id"]),
+            tombstones=graves,
         )
     log.info(
         "SUMMARY request=%s erased=%s anonymised=%s kept=%s verified=%s",
@@ -382,3 +386,22 @@ def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
         receipt["verified"],
     )
     return receipt
+
+
+def receipt_sink(ctx: Any, subject: str) -> Callable[[Any], dict[str, str]]:
+    """Stores a receipt in the receipts bucket, its row (policy ``erasure_receipts``) written first."""
+    from retention.receipt import RECEIPTS_CATEGORY, receipts_policy, register_receipt, store_receipt
+    from retention_airflow import clients
+
+    cfg = clients.settings()
+    receipts = receipts_policy(ctx.policies, ctx.bucket_map, cfg.receipts_bucket, cfg.receipts_prefix)
+    if receipts is None:
+        log.warning(
+            "the policy set has no %s category: the receipt is stored without a retention", RECEIPTS_CATEGORY
+        )
+
+    def sink(doc: Any) -> dict[str, str]:
+        register = (lambda d: register_receipt(ctx.database, receipts, subject, d)) if receipts else None
+        return store_receipt(clients.s3_client(), cfg.receipts_bucket, cfg.receipts_prefix, doc, register)
+
+    return sink

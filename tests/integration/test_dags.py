@@ -22,6 +22,9 @@ from retention.serde import from_json
 from tests.integration.conftest import POLICY_DIR, PSEUDONYM_KEY, WorldEnv
 from tests.integration.test_engine_world import archive_files, s3_keys, table_ids
 
+TOMBSTONE_CONN = json.dumps({"conn_type": "generic", "password": "test-tombstone-key-0123456789abcdef"})
+"""Connection ``retention_tombstone_key``: the DAG tests' key of the tombstones."""
+
 
 def _conn_json(engine: sa.Engine) -> str:
     url = engine.url
@@ -61,6 +64,7 @@ def airflow_world(
         "AIRFLOW_CONN_RETENTION_PSEUDONYM",
         json.dumps({"conn_type": "generic", "password": PSEUDONYM_KEY.decode()}),
     )
+    monkeypatch.setenv("AIRFLOW_CONN_RETENTION_TOMBSTONE_KEY", TOMBSTONE_CONN)
     monkeypatch.setenv(
         "AIRFLOW_VAR_RETENTION_SETTINGS",
         json.dumps(

@@ -299,7 +299,7 @@ def k_airflow(k_world: KWorld, airflow_db: Any, s3_server: Any, monkeypatch: pyt
     """The K world wired into Airflow through connections and the settings variable, as in production."""
     import json
 
-    from tests.integration.test_dags import _conn_json
+    from tests.integration.test_dags import TOMBSTONE_CONN, _conn_json
 
     letters = str.maketrans("0123456789", "ghijklmnop")
     receipts = s3_server.create_bucket("k-receipts-" + uuid.uuid4().hex[:12].translate(letters))
@@ -307,6 +307,7 @@ def k_airflow(k_world: KWorld, airflow_db: Any, s3_server: Any, monkeypatch: pyt
     monkeypatch.setenv(
         "AIRFLOW_CONN_RETENTION_PSEUDONYM", json.dumps({"conn_type": "generic", "password": KEY.decode()})
     )
+    monkeypatch.setenv("AIRFLOW_CONN_RETENTION_TOMBSTONE_KEY", TOMBSTONE_CONN)
     settings = {
         "policy_dir": str(FIXTURE / "policies"),
         "bucket_map": {"alleskar-documents": k_world.bucket},

@@ -27,8 +27,11 @@ from retention.coverage_patterns import (
 from retention.coverage_stores import fixed_part, policy_buckets, roots, tree_coverage
 from retention.holds import HoldRegistry
 from retention.keeps import KeptRecords
+from retention.keyring import Keyring
 from retention.ledger import Ledger
+from retention.locks import Leases
 from retention.policy import load_policies
+from retention.tombstones import Tombstones
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 
@@ -191,7 +194,7 @@ def test_the_reference_policies_cover_their_columns() -> None:
 def test_system_tables_are_the_default_names_of_the_systems_own_tables() -> None:
     defaults = {
         inspect.signature(cls.__init__).parameters["table_name"].default
-        for cls in (Ledger, HoldRegistry, KeptRecords)
+        for cls in (Ledger, HoldRegistry, KeptRecords, Tombstones, Keyring, Leases)
     }
     assert set(SYSTEM_TABLES) == defaults | {"retention_ledger_head"}
 
@@ -202,7 +205,7 @@ def test_fixed_parts_and_roots_of_the_reference_policies() -> None:
     assert fixed_part("{s3_key}") == ""
     policies = load_policies(POLICY_DIR)
     assert policy_buckets(policies) == ["alleskar-documents", "alleskar-privacy-receipts"]
-    assert roots(policies, "s3", "alleskar-privacy-receipts") == ["access-reports/"]
+    assert roots(policies, "s3", "alleskar-privacy-receipts") == ["access-reports/", "receipts/"]
     assert roots(policies, "s3", "alleskar-documents") == [""]
     assert roots(policies, "s3", "another-bucket") == []
 

@@ -171,7 +171,7 @@ def test_empty_folder_is_refused(tmp_path: Path) -> None:
 
 def test_shipped_policy_set_is_valid_and_ordered() -> None:
     ps = load_policies(POLICY_DIR)
-    assert len(ps.ids) == 11
+    assert len(ps.ids) == 12
     for policy in ps.policies:
         for dep in policy.after:
             assert ps.ids.index(dep) < ps.ids.index(policy.id)

@@ -134,10 +134,10 @@ class LedgerWorld:
 
 
 def _policies() -> PolicySet:
-    """The shipped policies but the access reports (the system's own category: files only a real
-    run with S3 could prove; the world has none)."""
+    """The shipped policies but the access reports and the erasure receipts (the system's own
+    categories: files only a real run with S3 could prove; the world has none)."""
     shipped = load_policies(POLICY_DIR)
-    kept = tuple(p for p in shipped.policies if p.id != "access_reports")
+    kept = tuple(p for p in shipped.policies if p.id not in ("access_reports", "erasure_receipts"))
     return dataclasses.replace(shipped, policies=kept, sources={p.id: shipped.sources[p.id] for p in kept})
 
 
