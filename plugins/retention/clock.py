@@ -112,7 +112,9 @@ def until_for(retention: Retention, anchor: datetime | date) -> date:
     """The local date from which a record with this anchor is due (for receipts: 'kept until')."""
     period = retention.parsed_period
     if isinstance(anchor, datetime):
-        local = local_naive(anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC))
+        # a timestamp without time zone is read in the zone its values are written in (UTC if none)
+        zone = ZoneInfo(retention.anchor_time_zone) if retention.anchor_time_zone else UTC
+        local = local_naive(anchor if anchor.tzinfo else anchor.replace(tzinfo=zone))
         day_of = local.date()
     else:
         day_of = anchor

@@ -130,6 +130,7 @@ def selection_for(policy: Policy, ctx: RunContext) -> RowSelection:
         subject_column=rec.subject,
         anchor=policy.retention.anchor or "",
         anchor_path=policy.anchor_path(),
+        anchor_zone=policy.retention.anchor_time_zone,
     )
     if ctx.mode == "due":
         if not clock:

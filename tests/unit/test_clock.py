@@ -102,6 +102,16 @@ def test_until_dates() -> None:
     assert until_for(rule("P30D"), date(2026, 1, 1)) == date(2026, 2, 1)
 
 
+def test_a_naive_anchor_is_read_in_its_declared_zone() -> None:
+    # A wall time of 23:30 on 31 December: written in Copenhagen, the record's day is the 31st;
+    # read as UTC it would be 00:30 on the 1st in Copenhagen, a day later.
+    naive = datetime(2025, 12, 31, 23, 30)
+    as_utc = until_for(rule("P1D"), naive)
+    in_copenhagen = until_for(rule("P1D").model_copy(update={"anchor_time_zone": "Europe/Copenhagen"}), naive)
+    assert as_utc == date(2026, 1, 2), "23:30 UTC is 00:30 on the 1st in Copenhagen"
+    assert in_copenhagen == date(2026, 1, 1)
+
+
 @pytest.mark.parametrize("period", ["P1M", "P1Y", "P3Y", "P18M", "P30D", "P1Y1M1D"])
 def test_cutoff_is_never_early_over_a_year_of_hourly_nows(period: str) -> None:
     """For every hour of a year (DST included): anchor <= cutoff implies anchor + period <= now."""

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by
@@ -74,6 +75,9 @@ class RowSelection:
     """The hops from the records table to the table holding ``anchor`` (none: the records table)."""
     never_due: bool = False
     """The category has no retention clock: nothing is due by age (only requests erase it)."""
+    anchor_zone: str | None = None
+    """The zone an anchor of type timestamp without time zone is written in
+    (``retention.anchor_time_zone``); None: UTC (SQLite, written through SQLAlchemy from UTC)."""
 
 
 @dataclass(frozen=True)
@@ -610,7 +614,7 @@ class DatabaseAdapter:
             due = self._due_through(sel, sel.cutoff)
             conds.append(sa.not_(sa.func.coalesce(due, sa.false())) if sel.not_due else due)
         elif sel.cutoff is not None:
-            due = self._due(t.c[sel.anchor], sel.cutoff)
+            due = self._due(t.c[sel.anchor], sel.cutoff, sel.anchor_zone)
             conds.append(sa.not_(due) | t.c[sel.anchor].is_(None) if sel.not_due else due)
         subject_col = self.column(sel.table, sel.subject_column)
         held = self._coerce_valid(subject_col, holds.subjects)
@@ -678,7 +682,7 @@ class DatabaseAdapter:
         children's dates: the latest). A NULL reference or a NULL date is never due."""
         table = sel.anchor_path[-1].target
         anchor = self.column(table, sel.anchor)
-        due = self._due(anchor, cutoff)
+        due = self._due(anchor, cutoff, sel.anchor_zone)
         not_due = sa.not_(due) | anchor.is_(None)
         return sa.and_(
             sa.func.coalesce(self._back(sel.anchor_path, [due]), sa.false()),
@@ -696,11 +700,17 @@ class DatabaseAdapter:
         return sa.and_(*conds)
 
     @staticmethod
-    def _due(anchor: sa.Column[Any], cutoff: Cutoff) -> sa.ColumnElement[bool]:
+    def _due(anchor: sa.Column[Any], cutoff: Cutoff, zone: str | None) -> sa.ColumnElement[bool]:
+        """Due under ``cutoff``: a date before its date bound; a timestamp before its instant, which
+        for a timestamp without time zone is the wall time in ``zone`` (its values' zone; UTC if
+        None), so the database never compares it in its session's zone."""
         python_type = _python_type(anchor)
         if python_type is dt.date:
             return anchor < cutoff.date_bound
-        return anchor <= cutoff.instant if cutoff.inclusive else anchor < cutoff.instant
+        instant: dt.datetime = cutoff.instant
+        if not getattr(anchor.type, "timezone", False):
+            instant = instant.astimezone(ZoneInfo(zone or "UTC")).replace(tzinfo=None)
+        return anchor <= instant if cutoff.inclusive else anchor < instant
 
     def _needs_anonymising(self, t: sa.Table, fields: Mapping[str, FieldRule]) -> sa.ColumnElement[bool]:
         parts: list[sa.ColumnElement[bool]] = []
