@@ -14,6 +14,7 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from retention_airflow.ui import URL_PREFIX, create_app
+from retention_airflow.ui.app import default_anchor
 
 # Under a proxy prefix ([api] base_url with a path) the mount moves with the API server.
 _ROOT = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
@@ -24,7 +25,11 @@ class RetentionUiPlugin(AirflowPlugin):
 
     name = "retention_ui"
     fastapi_apps = [
-        {"app": create_app(), "url_prefix": URL_PREFIX, "name": "Retention monitoring"},
+        {
+            "app": create_app(anchor_factory=default_anchor),
+            "url_prefix": URL_PREFIX,
+            "name": "Retention monitoring",
+        },
     ]
     external_views = [
         {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from retention import stores
 from retention.adapters.database import reflect_schema
+from retention.anchor import Anchor, check_against_anchor
 from retention.engine import (
     RunContext,
     cap_exceeded,
@@ -364,11 +365,21 @@ def unproven_steps(ctx: RunContext, run: RunInfo, skipped: Mapping[str, Skip]) -
 
 
 def prove(
-    ctx: RunContext, run: RunInfo, skipped: Mapping[str, Skip], failed_tasks: Sequence[str] = ()
+    ctx: RunContext,
+    run: RunInfo,
+    skipped: Mapping[str, Skip],
+    failed_tasks: Sequence[str] = (),
+    anchors: Sequence[Anchor] = (),
 ) -> Proof:
-    """Whether the run proved its work: every expected step verified, no failed task, the chain intact."""
+    """Whether the run proved its work: every expected step verified, no failed task, the chain intact
+    and agreeing with each of the latest ``anchors`` (published outside the ledger's database)."""
     unproven = unproven_steps(ctx, run, skipped)
     chain: ChainStatus = _ledger(ctx).verify_chain()
+    for anchor in anchors if chain.ok else ():
+        problem = check_against_anchor(_ledger(ctx), anchor)
+        if problem is not None:
+            chain = ChainStatus(False, chain.checked, chain.head_hash, anchor.seq, problem)
+            break
     return Proof(
         unproven=tuple(unproven),
         failed_tasks=tuple(failed_tasks),
@@ -433,16 +444,19 @@ def finish(
     plans: Mapping[str, CategoryPlan | None] | None = None,
     backlog_runs: int = BACKLOG_RUNS,
     tombstones: Tombstones | None = None,
+    anchors: Sequence[Anchor] = (),
 ) -> RunSummary:
     """Record the decisions and the run summary, verify the chain; fail if anything is unproven, or if
     due data was left behind for the same reason (other than a lawful keep) ``backlog_runs`` nights running.
 
     With ``tombstones``, a real nightly run also deletes the tombstones whose retention has ended.
+    ``anchors``: the latest anchors of the chain head (``retention.anchor``); a chain that disagrees
+    with one fails the run like a broken chain.
     """
     record_decisions(ctx, decided)
     _clear_keeps(ctx)
     purged = purge_tombstones(ctx, run, tombstones)
-    proof = prove(ctx, run, skipped, failed_tasks)
+    proof = prove(ctx, run, skipped, failed_tasks, anchors)
     planned = {c: p.records for c, p in (plans or {}).items() if p is not None}
     backlog = backlog_of(results, skipped, planned)
     persistent = () if run.dry_run else _persistent(ctx, backlog, backlog_runs)
@@ -584,15 +598,17 @@ def finish_request(
     failed_tasks: Sequence[str] = (),
     sink: ReceiptSink | None = None,
     tombstones: Tombstones | None = None,
+    anchors: Sequence[Anchor] = (),
 ) -> dict[str, Any]:
     """Build the erasure receipt, store it through ``sink``, note it in the ledger; fail unless proven.
 
     With ``tombstones``, a real erasure that is proven leaves its tombstone (``record_tombstone``).
+    ``anchors`` as for ``finish``.
     """
     from retention.receipt import build_receipt
 
     _clear_keeps(ctx)
-    proof = prove(ctx, run, skipped, failed_tasks)
+    proof = prove(ctx, run, skipped, failed_tasks, anchors)
     doc = build_receipt(
         request_ref=request.request_ref,
         subject_ref=ctx.subject_ref or "",

@@ -12,8 +12,9 @@ evident.)
 Appends are serialised on the head row (``SELECT ... FOR UPDATE`` on PostgreSQL, the
 database write lock on SQLite), so appenders in separate processes extend one chain.
 
-The chain cannot stop someone who rewrites every later entry *and* the head; keeping
-``ChainStatus.head_hash`` somewhere else (a run's log) makes that evident too.
+The chain cannot stop someone who rewrites every later entry *and* the head, or deletes the last
+entries and rewrites the head; the head anchored outside this database by every run
+(``retention.anchor``) makes that evident too.
 
 A ledger opened for a run with its ``key_period`` (``retention.keyring``) writes that period into
 every entry that names none. ``ensure_schema`` adds the ``key_period`` column to a ledger created
@@ -244,6 +245,20 @@ class Ledger:
             raise TerminalError("the ledger has no key_period column yet: call ensure_schema() first")
         for row in rows:
             del row[KEY_PERIOD]
+
+    def head(self) -> tuple[int, str] | None:
+        """The head's (last_seq, last_hash) as stored, unlocked; None if there is no head row."""
+        h = self._head
+        with db_errors("ledger read"), self._engine.connect() as conn:
+            row = conn.execute(sa.select(h.c.last_seq, h.c.last_hash).where(h.c.id == 1)).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of entry ``seq`` (None if there is none): what an anchor is compared with."""
+        t = self._table
+        with db_errors("ledger read"), self._engine.connect() as conn:
+            found = conn.execute(sa.select(t.c.entry_hash).where(t.c.seq == seq)).scalar_one_or_none()
+        return None if found is None else str(found)
 
     def verify_chain(self, *, batch_size: int = 10_000, after: tuple[int, str] | None = None) -> ChainStatus:
         """Walk the chain in ``seq`` order, ``batch_size`` rows at a time; report the first break.

@@ -49,11 +49,13 @@ def _store(label: str) -> str:
 
 
 def _excluded() -> list[tuple[str, str, str]]:
-    """What the sweep never lists: the receipts (the proof of erasures, which no record names)."""
+    """What the sweep never lists: the receipts (the proof of erasures, which no record names) and
+    the ledger's anchors (write-once, never erased)."""
+    from retention.anchor import ANCHOR_PREFIX
     from retention_airflow import clients
 
     cfg = clients.settings()
-    return [("s3", cfg.receipts_bucket, cfg.receipts_prefix)]
+    return [("s3", cfg.receipts_bucket, cfg.receipts_prefix), ("s3", cfg.receipts_bucket, ANCHOR_PREFIX)]
 
 
 @contextmanager
@@ -297,9 +299,10 @@ def coverage_entry(info: SweepRun, findings: list[Finding]) -> LedgerEntry:
 
 
 def _store_coverage(ctx: RunContext) -> list[Finding]:
-    """Every policy bucket (its real name from ``bucket_map``; the receipts prefix skipped in the receipts
-    bucket), the archive and the share, where a policy uses them."""
+    """Every policy bucket (its real name from ``bucket_map``; the receipts prefix and the ledger's anchors
+    skipped in the receipts bucket), the archive and the share, where a policy uses them."""
     from retention import coverage_stores as cs
+    from retention.anchor import ANCHOR_PREFIX
     from retention_airflow import clients
 
     cfg = clients.settings()
@@ -310,7 +313,7 @@ def _store_coverage(ctx: RunContext) -> list[Finding]:
         client = clients.s3_client()
         for name in buckets:
             real = ctx.bucket_map.get(name, name)
-            skip = [cfg.receipts_prefix] if real == cfg.receipts_bucket else []
+            skip = [cfg.receipts_prefix, ANCHOR_PREFIX] if real == cfg.receipts_bucket else []
             findings += cs.s3_coverage(client, real, name, policies, skip=skip)
     stores = {loc.store for p in policies.policies for loc in p.file_locations()}
     if "sftp" in stores:

@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +45,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from retention import ropa
+from retention.anchor import Anchor, check_against_anchor
 from retention.errors import PolicyError, RetentionError, TerminalError
 from retention.identity import MAX_MATCHES, Found, find_subjects
 from retention.keyring import KeyPeriod, destruction_due
@@ -111,6 +112,14 @@ def default_engine() -> Engine:
     return engine
 
 
+def default_anchor() -> Anchor | None:
+    """The latest anchor object in the receipts bucket (connection ``docs_s3``, the settings' bucket)."""
+    from retention.anchor import AnchorStore
+    from retention_airflow import clients
+
+    return AnchorStore(clients.s3_client(), clients.settings().receipts_bucket).latest()
+
+
 def default_business_engine() -> Engine:
     """The business database's engine from the Airflow connection ``business_db``."""
     from retention_airflow import clients
@@ -120,7 +129,7 @@ def default_business_engine() -> Engine:
 
 
 def default_policies() -> PolicySet:
-    """The policy set of ``retention_settings``' ``policy_dir`` (with its ``_subject.yaml``)."""
+    """The deployment's policy set (``RETENTION_POLICY_DIR``, with its ``_subject.yaml``)."""
     from retention_airflow import clients
 
     return load_policies(clients.settings().policy_dir)
@@ -147,6 +156,7 @@ class _Site:
     business_engine_factory: Callable[[], Engine] = default_business_engine
     policies_factory: Callable[[], PolicySet] = default_policies
     controller: ropa.Controller = ropa.DEFAULT_CONTROLLER
+    anchor_factory: Callable[[], Anchor | None] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -167,8 +177,19 @@ class _Site:
             raise Unavailable(str(e)) from None
 
     def checked_chain(self, reader: LedgerReader) -> CheckedChain:
-        """The chain status up to the ledger's head now: call it after the page's other reads."""
-        return self.chain.get(reader)
+        """The chain status up to the ledger's head now, compared with the latest anchor if there is an
+        ``anchor_factory``: call it after the page's other reads."""
+        chain = self.chain.get(reader)
+        if self.anchor_factory is None:
+            return chain
+        try:
+            latest = self.anchor_factory()
+        except Exception as e:  # noqa: BLE001 - the page says the anchor is unknown, the rest still shows
+            log.warning("retention page: cannot read the latest ledger anchor (%s)", type(e).__name__)
+            return replace(chain, anchor_unreadable=True)
+        if latest is None:
+            return chain
+        return replace(chain, anchor=latest, anchor_problem=check_against_anchor(reader.ledger, latest))
 
     def _open(self) -> LedgerReader:
         with self._lock:
@@ -625,13 +646,15 @@ def create_app(
     business_engine_factory: Callable[[], Engine] = default_business_engine,
     policies_factory: Callable[[], PolicySet] = default_policies,
     controller: ropa.Controller | None = None,
+    anchor_factory: Callable[[], Anchor | None] | None = None,
 ) -> FastAPI:
     """The monitoring app over the ledger that ``engine_factory`` opens (lazily, once).
 
     The customer lookup searches the business database of ``business_engine_factory`` (opened
     lazily, once) by the identity types of the policy set ``policies_factory`` loads (per request).
     The record of processing names ``controller`` (default: Alles-klar's, with the deployment's
-    ``RETENTION_CONTROLLER_*`` environment variables).
+    ``RETENTION_CONTROLLER_*`` environment variables). With ``anchor_factory`` (``default_anchor`` in
+    Airflow), the chain status also says where the ledger was last anchored, or how it disagrees.
     """
     chain = ChainCache(chain_ttl, sync_limit=chain_sync_limit)
     site = _Site(
@@ -644,6 +667,7 @@ def create_app(
         business_engine_factory,
         policies_factory,
         controller or ropa.Controller.from_env(os.environ),
+        anchor_factory,
     )
 
     @asynccontextmanager

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from retention.anchor import Anchor
 from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, check_table_name
 from retention.keyring import KeyPeriod, Keyring
@@ -684,6 +685,12 @@ class CheckedChain:
     seconds: float
     entries: int | None = None
     """The ledger's entries (its head) when the page asked; None: as many as the verification covered."""
+    anchor: Anchor | None = None
+    """The latest anchor of the head kept outside the ledger's database (``retention.anchor``), if read."""
+    anchor_problem: str | None = None
+    """How the ledger disagrees with ``anchor`` (a truncated or rewritten tail); None: it agrees."""
+    anchor_unreadable: bool = False
+    """The anchors were to be read but could not be (the page says so, and claims nothing about them)."""
 
     @property
     def total(self) -> int:
