@@ -91,6 +91,7 @@ erasure of the customer. Send it within those 30 days.
         task_timeout=timedelta(hours=1),
         run_timeout=timedelta(hours=4),
         retry_delay=timedelta(minutes=1),
+        run_alert=False,
     ),
 )
 def customer_access_report() -> None:

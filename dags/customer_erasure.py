@@ -95,6 +95,7 @@ the tombstone, with its own receipt.
         task_timeout=timedelta(hours=1),
         run_timeout=timedelta(hours=6),
         retry_delay=timedelta(minutes=1),
+        run_alert=False,
     ),
 )
 def customer_erasure() -> None:

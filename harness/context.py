@@ -18,6 +18,7 @@ from retention.adapters.base import StoreAdapter
 from retention.adapters.database import DatabaseAdapter
 from retention.engine import RunContext
 from retention.holds import HoldRegistry
+from retention.intents import IntentItems
 from retention.keeps import KeptRecords
 from retention.ledger import Ledger
 from retention.policy import PolicySet
@@ -80,6 +81,8 @@ def engine_context(
         roots["filesystem"] = filesystem_root
     keeps = KeptRecords(engine)
     keeps.ensure_schema()
+    intents = IntentItems(engine)
+    intents.ensure_schema()
     return RunContext(
         run_id=run or run_id(),
         now=now,
@@ -88,6 +91,7 @@ def engine_context(
         pseudonym_key=pseudonym_key,
         ledger=Ledger(engine),
         keeps=keeps,
+        intents=intents,
         holds=HoldRegistry(engine, subject_format=policies.subject).current,
         adapters=adapters,
         # The access reports' bucket: the receipts bucket, or (where a test has none) the documents

@@ -120,12 +120,15 @@ def unbounded(folder: Path) -> list[str]:
     """DAGs without a run time limit or a run alert, tasks without a time limit or alert.
 
     An approval (a task with ``response_timeout``) is bounded by that, and has no execution
-    timeout (which would cut a human's wait short)."""
+    timeout (which would cut a human's wait short). A DAG with a required param has no run-level
+    alert (``dag_defaults.dag_arguments``, ``run_alert``); its tasks alert."""
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions._internal.types import NOTSET
 
     problems = []
     for dag_id, dag in sorted(DagBag(dag_folder=str(folder)).dags.items()):
-        if dag.dagrun_timeout is None or not dag.on_failure_callback:
+        required = any(p.value is NOTSET for p in (dag.params.get_param(k) for k in dag.params))
+        if dag.dagrun_timeout is None or not (dag.on_failure_callback or required):
             problems.append(f"{dag_id}: no dagrun_timeout or no on_failure_callback")
         for t in dag.tasks:
             waits = getattr(t, "response_timeout", None)

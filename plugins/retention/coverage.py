@@ -58,10 +58,11 @@ SYSTEM_TABLES: tuple[str, ...] = (
     "retention_tombstones",
     "retention_pseudonym_keys",
     "retention_leases",
+    "retention_intent_items",
 )
 """The retention system's own tables under their default names (``Ledger`` and its head,
-``HoldRegistry``, ``KeptRecords``, ``Tombstones``, ``Keyring``, ``Leases``): never reported. A deployment that renames them passes the
-names as ``skip``."""
+``HoldRegistry``, ``KeptRecords``, ``Tombstones``, ``Keyring``, ``Leases``, ``IntentItems``): never
+reported. A deployment that renames them passes the names as ``skip``."""
 
 Kind = Literal["table", "column", "prefix", "directory"]
 

@@ -44,8 +44,9 @@ from retention.adapters.base import (
 from retention.adapters.database import DatabaseAdapter, RowSelection
 from retention.clock import cutoff_for, until_for
 from retention.errors import EraseFailedError, TerminalError, UnsafeTargetError, VerificationError
+from retention.intents import IntentItems, item_refs, unfinished
 from retention.keeps import KeptRecords
-from retention.ledger import Ledger, LedgerEntry
+from retention.ledger import MAX_PAGE, Ledger, LedgerEntry
 from retention.locations import AnyLocation, DatabaseLocation, FileLocation, Hop, S3Location
 from retention.paths import render
 from retention.policy import Policy, PolicySet
@@ -73,6 +74,9 @@ class RunContext:
     ledger: Ledger | None = None
     keeps: KeptRecords | None = None
     """Where file steps note the records whose items they kept; None: rows are not kept for files."""
+    intents: IntentItems | None = None
+    """Where file steps note each batch's items before erasing it, so that a resumed step can
+    count what a crashed attempt erased (``retention.intents``); None: not noted."""
     holds: HoldReader | None = None
     """None means no registry (tests of single stores)."""
     adapters: Mapping[str, StoreAdapter[Any]] = field(default_factory=dict)
@@ -404,6 +408,7 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
     pending: list[LedgerEntry] = []
     unsafe: set[str] = set()
     kept_rows = _kept_rows(policy, store, ctx)
+    resumed = _Resumed.of(policy, store, ctx)
     try:
         for label, target in targets_for(policy, store, ctx, unsafe, frozenset(kept_rows)):
             action = str(getattr(target, "action", "delete"))
@@ -413,6 +418,7 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
                 if ctx.dry_run:
                     tally.located += batch.count
                     continue
+                resumed.still_there(batch)
                 outcome = _erase_batch(policy, store, label, action, adapter, target, batch, ctx, pending)
                 tally.located += batch.count if batch.span is None else _acted_on(outcome)
                 tally.outcome.add(outcome)
@@ -446,11 +452,14 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
             tally.referenced = max(tally.referenced, check.referenced)
             tally.shared += check.shared
         pending.extend(_kept_entries(policy, store, ctx, tally.outcome, unsafe, kept_rows))
+        pending.extend(resumed.entries(tally.outcome))
     except BaseException:
         # The outcomes of what was done must reach the ledger even when the step stops.
         _flush_after_error(ctx, pending)
         raise
     ctx.record(*pending)
+    if ctx.intents is not None and not ctx.dry_run and store != stores.DATABASE:
+        ctx.intents.clear(ctx.run_id, policy.id, store)
     result = tally.result(policy, store, ctx, digest)
     if result.remaining:
         raise VerificationError(
@@ -458,6 +467,68 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
         )
     log.info(result.line())
     return result
+
+
+@dataclass
+class _Resumed:
+    """Batches an earlier attempt of this step announced and never recorded an outcome for: the
+    items this attempt no longer finds were erased by that attempt, and are counted as such."""
+
+    policy: Policy
+    store: str
+    ctx: RunContext
+    missing: dict[str, set[str]] = field(default_factory=dict)
+    """Batch digest -> the refs of its items not found (yet) by this attempt."""
+    locations: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policy: Policy, store: str, ctx: RunContext) -> _Resumed:
+        resumed = cls(policy, store, ctx)
+        if ctx.dry_run or ctx.intents is None or ctx.ledger is None or store == stores.DATABASE:
+            return resumed
+        entries = _run_entries(ctx.ledger, ctx.run_id, policy.id)
+        resumed.locations = unfinished(entries, store)
+        if resumed.locations:
+            resumed.missing = ctx.intents.of(ctx.run_id, policy.id, store, resumed.locations)
+        return resumed
+
+    def still_there(self, batch: Batch[Any]) -> None:
+        if self.missing and batch.span is None:
+            found = item_refs(self.ctx.pseudonym_key, batch.keys)
+            for refs in self.missing.values():
+                refs -= found
+
+    def entries(self, outcome: EraseOutcome) -> list[LedgerEntry]:
+        """The outcomes of the stopped attempt's batches: erased, what this attempt did not find."""
+        out = []
+        for batch_digest, refs in sorted(self.missing.items()):
+            outcome.erased += len(refs)
+            out.append(
+                LedgerEntry(
+                    run_id=self.ctx.run_id,
+                    category=self.policy.id,
+                    store=self.store,
+                    location=self.locations.get(batch_digest) or _store_label(self.policy, self.store),
+                    action="delete",
+                    outcome="erased",
+                    count=len(refs),
+                    items_digest=batch_digest,
+                    subject_ref=self.ctx.subject_ref,
+                    policy_set_hash=self.ctx.policies.hash,
+                    detail={"reconciled": "erased by an attempt that stopped before recording it"},
+                )
+            )
+        return out
+
+
+def _run_entries(ledger: Ledger, run_id: str, category: str) -> list[dict[str, Any]]:
+    """Every ledger entry of one run and category (pages of ``MAX_PAGE``)."""
+    out: list[dict[str, Any]] = []
+    while page := ledger.entries(run_id=run_id, category=category, offset=len(out), limit=MAX_PAGE):
+        out.extend(page)
+        if len(page) < MAX_PAGE:
+            break
+    return out
 
 
 def _kept_rows(policy: Policy, store: str, ctx: RunContext) -> dict[str, Reason]:
@@ -546,6 +617,9 @@ def _erase_batch(
     # Intent first: a crash between here and the outcome leaves a visible "planned" entry. A
     # key range does not know its count before it is erased: the outcome entry has it.
     if batch.span is None:
+        if ctx.intents is not None:
+            refs = item_refs(ctx.pseudonym_key, batch.keys)
+            ctx.intents.add(ctx.run_id, policy.id, store, batch_digest.hexdigest(), refs)
         pending.append(entry(outcome="planned", count=batch.count))
     else:
         pending.append(entry(outcome="planned", count=0, detail={"named_by": "key_range"}))

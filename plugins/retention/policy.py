@@ -682,7 +682,8 @@ def _check_records(policy: Policy, schema: SchemaInfo, file: str) -> None:
     anchor_type = schema.columns(table)[anchor].type
     if not _is_temporal(anchor_type):
         raise PolicyError(file, "retention.anchor", f"column {table}.{anchor} is not a date or timestamp")
-    if is_naive_timestamp(anchor_type) and policy.retention.anchor_time_zone is None:
+    zone_types = schema.dialect != "sqlite"  # SQLite has no timestamp type: its text counts as UTC
+    if zone_types and is_naive_timestamp(anchor_type) and policy.retention.anchor_time_zone is None:
         raise PolicyError(
             file,
             "retention.anchor",

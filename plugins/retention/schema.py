@@ -96,6 +96,8 @@ class SchemaInfo:
     """
 
     tables: Mapping[str, TableInfo] = field(default_factory=dict)
+    dialect: str = ""
+    """The database's dialect (``postgresql``, ``sqlite``), as reflected; empty if built by hand."""
 
     def __contains__(self, table: object) -> bool:
         return table in self.tables

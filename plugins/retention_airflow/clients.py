@@ -14,8 +14,11 @@ Connections:
   each year's random key (``retention.keyring``), which is what pseudonyms are made with.
 - ``retention_alerts`` (optional): an HTTP webhook for failure alerts.
 
-Variable ``retention_settings`` (JSON, optional): ``policy_dir``, ``bucket_map``,
-``archive_root``, ``filesystem_root``, ``receipts_bucket``, ``receipts_prefix``.
+Variable ``retention_settings`` (JSON, optional): ``bucket_map``, ``archive_root``,
+``filesystem_root``, ``receipts_bucket``, ``receipts_prefix``, ``backlog_alert_after`` and the
+stores' time limits. The policy folder is not among them: it is part of the deployment
+(environment variable ``RETENTION_POLICY_DIR``, default ``include/retention_policies``), so that
+whoever may edit Variables in the UI cannot point the runs at other policies.
 
 ``open_context`` is the one place that turns these into a ``retention.engine.RunContext``.
 """
@@ -27,7 +30,7 @@ import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,7 @@ ARCHIVE_SFTP = "archive_sftp"
 PSEUDONYM = "retention_pseudonym"
 ALERTS = "retention_alerts"
 SETTINGS_VARIABLE = "retention_settings"
+POLICY_DIR_ENV = "RETENTION_POLICY_DIR"
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
 
@@ -56,6 +60,7 @@ class Settings:
     """Non-secret configuration of one environment."""
 
     policy_dir: str = str(DEFAULT_POLICY_DIR)
+    """From the deployment (``RETENTION_POLICY_DIR``), never from the Variable."""
     bucket_map: dict[str, str] = field(default_factory=dict)
     archive_root: str = "/srv/archive"
     filesystem_root: str | None = None
@@ -84,15 +89,25 @@ class Settings:
 
 
 def settings() -> Settings:
-    """Read ``retention_settings`` (a JSON Variable); missing keys take the defaults."""
+    """Read ``retention_settings`` (a JSON Variable; missing keys take the defaults) and the
+    deployment's policy folder (``RETENTION_POLICY_DIR``)."""
     from airflow.sdk import Variable
 
+    policy_dir = os.environ.get(POLICY_DIR_ENV) or str(DEFAULT_POLICY_DIR)
     raw = Variable.get(SETTINGS_VARIABLE, default=None)
     if raw is None:
-        return Settings()
+        return Settings(policy_dir=policy_dir)
     try:
         data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        return Settings(**data)
+    except (TypeError, ValueError) as e:
+        raise TerminalError(f"Variable {SETTINGS_VARIABLE} is not valid: {type(e).__name__}") from None
+    if "policy_dir" in data:
+        raise TerminalError(
+            f"Variable {SETTINGS_VARIABLE} may not name the policy folder: it is part of the deployment "
+            f"(environment variable {POLICY_DIR_ENV}), so that editing a Variable cannot change the policies"
+        )
+    try:
+        return Settings(**data, policy_dir=policy_dir)
     except (TypeError, ValueError) as e:
         raise TerminalError(f"Variable {SETTINGS_VARIABLE} is not valid: {type(e).__name__}") from None
 
@@ -156,6 +171,50 @@ def _enable_sqlite_foreign_keys(engine: Any) -> None:
         cur.close()
 
 
+LEASE_WAIT = timedelta(minutes=10)
+"""How long an erasing task waits for a category another run is erasing, before it fails as
+transient (retried with backoff): overlapping runs take turns, they never interleave."""
+
+
+@contextmanager
+def leases(scopes: Sequence[str], *, owner: str, step: str, ttl: timedelta) -> Iterator[None]:
+    """Hold the leases of ``scopes`` (``retention.locks``) in the ledger's database for the block."""
+    from retention.locks import Leases
+
+    engine = ledger_engine()
+    try:
+        with Leases(engine).holding(list(scopes), owner, step, ttl=ttl, wait=LEASE_WAIT):
+            yield
+    finally:
+        engine.dispose()
+
+
+def subject_lease(subject_ref: str, *, owner: str, take: bool, ttl: timedelta = timedelta(hours=6)) -> None:
+    """Take (``take``) or give back one customer's lease for a whole erasure run.
+
+    A second erasure of a customer whose erasure is running is refused (TerminalError, no retry)
+    before it touches anything: only one run answers a customer's request with a receipt.
+    """
+    from retention.locks import LeaseBusy, Leases
+
+    engine = ledger_engine()
+    try:
+        store = Leases(engine)
+        if not take:
+            store.release(f"subject:{subject_ref}", owner)
+            return
+        try:
+            store.acquire(f"subject:{subject_ref}", owner, "prepare_run", ttl=ttl)
+        except LeaseBusy as busy:
+            raise TerminalError(
+                f"another erasure of this customer is running (run {busy.holder.owner}, since "
+                f"{busy.holder.acquired_at.isoformat(timespec='seconds')}): this run stops without "
+                "touching anything; that run's receipt answers the request"
+            ) from None
+    finally:
+        engine.dispose()
+
+
 def business_engine() -> Any:
     return sql_engine(BUSINESS_DB)
 
@@ -165,7 +224,7 @@ def ledger_engine() -> Any:
 
 
 def policy_set() -> PolicySet:
-    """The deployment's policy set (``policy_dir`` of ``retention_settings``) with its customer-id format."""
+    """The deployment's policy set (``RETENTION_POLICY_DIR``) with its customer-id format."""
     from retention.policy import load_policies
 
     return load_policies(settings().policy_dir)
@@ -310,9 +369,11 @@ def open_context(
     from retention.engine import RunContext
     from retention.flow import check_same_policies
     from retention.holds import HoldRegistry
+    from retention.intents import IntentItems
     from retention.keeps import KeptRecords
     from retention.keyring import Keyring, period_of
     from retention.ledger import Ledger
+    from retention.locks import Leases
     from retention.policy import load_policies
 
     cfg = settings()
@@ -327,10 +388,13 @@ def open_context(
         keyring = Keyring(ledger_db, pseudonym_key())
         ledger = Ledger(ledger_db, key_period=period)
         keeps = KeptRecords(ledger_db)
+        intents = IntentItems(ledger_db)
         if run is None:
+            Leases(ledger_db).ensure_schema()
             ledger.ensure_schema()
             registry.ensure_schema()
             keeps.ensure_schema()
+            intents.ensure_schema()
             keyring.ensure_schema()
         ctx = RunContext(
             run_id=run_id,
@@ -341,6 +405,7 @@ def open_context(
             key_period=period,
             ledger=ledger,
             keeps=keeps,
+            intents=intents,
             holds=registry.current,
             adapters={store: ADAPTERS[store](stack, cfg) for store in stores},
             # The access reports' policy bucket is the receipts bucket (unless bucket_map says otherwise).

@@ -32,11 +32,15 @@ def dag_arguments(
     retry_delay: timedelta = timedelta(minutes=2),
     max_retry_delay: timedelta | None = timedelta(minutes=30),
     backoff: bool = True,
+    run_alert: bool = True,
 ) -> dict[str, Any]:
     """The ``@dag`` keyword arguments for retries, time limits, alerts and roles (``**dag_arguments(...)``).
 
     ``dag_id`` names the DAG in ``roles.DAG_ACCESS``; without it the DAG has no ``access_control``
-    and only Airflow's built-in roles reach it.
+    and only Airflow's built-in roles reach it. ``run_alert=False`` leaves the run-level alert out
+    for a DAG with required params (the per-customer DAGs): Airflow 3.3 builds a run callback's
+    context from the serialized DAG's params and fails on a param without a default before the
+    callback runs (seen under ``dag.test()``); such a DAG's tasks still alert.
     """
     if task_timeout >= run_timeout:
         raise ValueError("a task's time limit must be shorter than its run's")
@@ -49,11 +53,9 @@ def dag_arguments(
     }
     if backoff and max_retry_delay is not None:
         task_args["max_retry_delay"] = max_retry_delay
-    arguments: dict[str, Any] = {
-        "default_args": task_args,
-        "dagrun_timeout": run_timeout,
-        "on_failure_callback": RetentionAlert(),
-    }
+    arguments: dict[str, Any] = {"default_args": task_args, "dagrun_timeout": run_timeout}
+    if run_alert:
+        arguments["on_failure_callback"] = RetentionAlert()
     if dag_id is not None:
         arguments["access_control"] = access_control(dag_id)
     return arguments

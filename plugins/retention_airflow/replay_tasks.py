@@ -13,8 +13,10 @@ to run ``retention_nightly`` and approve there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import get_current_context, task
@@ -81,6 +83,19 @@ def find_tombstones() -> list[int]:
     return [t.id for t in found]
 
 
+def _erasing(
+    run_id: str, categories: Sequence[str], dry_run: bool
+) -> contextlib.AbstractContextManager[None]:
+    """The leases of every category a whole in-process run erases (``retention.locks``): another
+    run erasing one of them makes this one wait its turn (none in a dry run)."""
+    from retention_airflow import clients
+
+    if dry_run:
+        return contextlib.nullcontext()
+    ttl = getattr(get_current_context()["ti"].task, "execution_timeout", None) or timedelta(hours=3)
+    return clients.leases([f"category:{c}" for c in categories], owner=run_id, step="replay", ttl=ttl)
+
+
 @task(map_index_template="{{ tombstone_id }}")
 @engine_errors
 def replay_erasure(tombstone_id: int) -> dict[str, Any]:
@@ -100,15 +115,19 @@ def replay_erasure(tombstone_id: int) -> dict[str, Any]:
         replay=flow.Replay(restored_to=restored_to.isoformat(), original_run_id=ref.run_id),
     )
     clients.check_holds(policies.ids, now, policies.subject)
-    with clients.open_context(
-        run_id=f"{get_current_context()['run_id']}.replay-{tombstone_id}",
-        mode="subject",
-        now=now,
-        dry_run=dry_run,
-        subject=grave.subject,
-        reason=ref.reason,
-        stores=_file_stores(policies),
-    ) as ctx:
+    run_id = f"{get_current_context()['run_id']}.replay-{tombstone_id}"
+    with (
+        _erasing(run_id, policies.ids, dry_run),
+        clients.open_context(
+            run_id=run_id,
+            mode="subject",
+            now=now,
+            dry_run=dry_run,
+            subject=grave.subject,
+            reason=ref.reason,
+            stores=_file_stores(policies),
+        ) as ctx,
+    ):
         outcome = flow.run_all(ctx, request=request, sink=receipt_sink(ctx, grave.subject))
     receipt = outcome.receipt or {}
     log.info(
@@ -147,10 +166,12 @@ def replay_nightly() -> dict[str, Any]:
         return False
 
     clients.check_holds(policies.ids, now, policies.subject)
+    run_id = f"{get_current_context()['run_id']}.nightly"
     with (
+        _erasing(run_id, policies.ids, dry_run),
         tombstones(with_key=False) as graves,
         clients.open_context(
-            run_id=f"{get_current_context()['run_id']}.nightly",
+            run_id=run_id,
             mode="due",
             now=now,
             dry_run=dry_run,

@@ -13,9 +13,11 @@ idempotent, so a retry or a cleared task resumes where the last attempt stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -171,6 +173,23 @@ def _summary_line(result: StepResult) -> None:
     )
 
 
+@contextlib.contextmanager
+def _erasing(info: RunInfo, categories: Sequence[str]) -> Iterator[None]:
+    """This task's leases on the categories it erases (``retention.locks``): while another run's
+    task erases one of them, this one waits its turn, then fails as transient and is retried. A dry
+    run erases nothing and takes none."""
+    from retention_airflow import clients
+
+    if info.dry_run:
+        yield
+        return
+    ti = get_current_context()["ti"]
+    ttl = getattr(ti.task, "execution_timeout", None) or timedelta(hours=3)
+    scopes = [f"category:{c}" for c in categories]
+    with clients.leases(scopes, owner=info.run_id, step=ti.task_id, ttl=ttl):
+        yield
+
+
 # -- the tasks ------------------------------------------------------------------------------------
 
 
@@ -204,6 +223,8 @@ def prepare_run(mode: str) -> list[str]:
     ) as rctx:
         categories, subject_format = tuple(rctx.policies.ids), rctx.policies.subject
         run = flow.prepare(rctx, holds_check=lambda: clients.check_holds(categories, now, subject_format))
+        if mode == "subject" and not run.dry_run and rctx.subject_ref:
+            clients.subject_lease(rctx.subject_ref, owner=run.run_id, take=True)
     ctx["ti"].xcom_push(key="run", value=to_json(run))
     log.info(
         "SUMMARY run=%s mode=%s now=%s dry_run=%s categories=%d policy_set=%s",
@@ -278,7 +299,7 @@ def erase_store(run: dict[str, Any], category: str, store: str) -> dict[str, Any
         log.info("SUMMARY category=%s store=%s not used by this category", category, store)
         return None
     clearance = _own_clearance(info, category)
-    with clients.run_context(info, subject=_subject(), stores=(store,)) as ctx:
+    with _erasing(info, [category]), clients.run_context(info, subject=_subject(), stores=(store,)) as ctx:
         result = flow.erase_files(ctx, info, category, store, clearance)
     if result is None:
         return None
@@ -298,7 +319,7 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
     from retention_airflow import clients
 
     info = _run(run)
-    with clients.run_context(info, subject=_subject()) as ctx:
+    with _erasing(info, info.categories), clients.run_context(info, subject=_subject()) as ctx:
         decided = _decisions(info)
         out = flow.database_pass(ctx, _file_steps(info), flow.not_run(decided), _clearances(info))
     for r in out.results:
@@ -308,18 +329,22 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
     return to_json(out)  # type: ignore[no-any-return]
 
 
-@task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
+@task(trigger_rule="all_done", inlets=[LEDGER_ASSET], outlets=[LEDGER_ASSET])
 @engine_errors
 def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
-    """Record approvals, verify the ledger chain, delete expired tombstones, write the run summary; fail if
-    anything is unproven."""
-    from retention import flow
+    """Record approvals, verify the ledger chain against its latest anchors, delete expired tombstones,
+    write the run summary; fail if anything is unproven; a real run anchors the new head."""
+    from retention import anchor, flow
     from retention_airflow import clients
     from retention_airflow.tombstone_store import tombstones
 
     info = _run(run)
     database = _database_pass()
     plans, _answers = _plans_and_answers(info)
+    af = get_current_context()
+    anchors = anchor.AnchorStore(clients.s3_client(), clients.settings().receipts_bucket)
+    events = af["inlet_events"][LEDGER_ASSET].ascending(False).limit(anchor.EVENT_LIMIT)
+    latest = anchor.latest_anchors(anchors, [e.extra for e in events])
     with tombstones(with_key=False) as graves, clients.run_context(info) as ctx:
         summary = flow.finish(
             ctx,
@@ -331,7 +356,13 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
             plans=plans,
             backlog_runs=clients.settings().backlog_alert_after,
             tombstones=graves,
+            anchors=latest,
         )
+        if not info.dry_run and ctx.ledger is not None:
+            published = anchor.publish(anchors, ctx.ledger, info.run_id)
+            if published is not None:
+                af["outlet_events"][LEDGER_ASSET].extra = {"anchor": published.document()}
+                log.info("SUMMARY ledger anchored at entry %d", published.seq)
     for category, reasons in summary.backlog.items():
         left = " ".join(f"{reason.value}={n}" for reason, n in reasons.items())
         log.info("SUMMARY category=%s due but not erased: %s", category, left)
@@ -349,34 +380,49 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
     return to_json(summary)  # type: ignore[no-any-return]
 
 
-@task(trigger_rule="all_done", outlets=[LEDGER_ASSET])
+@task(trigger_rule="all_done", inlets=[LEDGER_ASSET], outlets=[LEDGER_ASSET])
 @engine_errors
 def write_receipt(run: dict[str, Any], categories: list[str]) -> dict[str, Any]:
     """Build the erasure receipt, store it (its row first, then JSON + Markdown in S3) and reference it
-    from the ledger; a real, proven erasure also leaves its tombstone (for a replay after a restore)."""
-    from retention import flow
+    from the ledger; a real, proven erasure also leaves its tombstone (for a replay after a restore).
+    The chain is checked against its latest anchors; a real run anchors the new head."""
+    from retention import anchor, flow
     from retention_airflow import clients
     from retention_airflow.tombstone_store import tombstones
 
-    params = get_current_context()["params"]
+    af = get_current_context()
+    params = af["params"]
     check_erasure_params(params, clients.policy_set().subject)
     info = _run(run)
     database = _database_pass()
+    anchors = anchor.AnchorStore(clients.s3_client(), clients.settings().receipts_bucket)
+    events = af["inlet_events"][LEDGER_ASSET].ascending(False).limit(anchor.EVENT_LIMIT)
+    latest = anchor.latest_anchors(anchors, [e.extra for e in events])
     # The key is read before anything is stored: a run that cannot leave its tombstone fails first.
     with (
         tombstones(with_key=not info.dry_run) as graves,
         clients.run_context(info, subject=params["customer_id"]) as ctx,
     ):
-        receipt = flow.finish_request(
-            ctx,
-            info,
-            flow.ReceiptRequest(request_ref=params["request_ref"], reason=params["reason"]),
-            [*_file_steps(info), *database.results],
-            dict(database.skipped),
-            _failed_tasks(),
-            sink=receipt_sink(ctx, params["customer_id"]),
-            tombstones=graves,
-        )
+        try:
+            receipt = flow.finish_request(
+                ctx,
+                info,
+                flow.ReceiptRequest(request_ref=params["request_ref"], reason=params["reason"]),
+                [*_file_steps(info), *database.results],
+                dict(database.skipped),
+                _failed_tasks(),
+                sink=receipt_sink(ctx, params["customer_id"]),
+                tombstones=graves,
+                anchors=latest,
+            )
+        finally:
+            if not info.dry_run and ctx.subject_ref:
+                clients.subject_lease(ctx.subject_ref, owner=info.run_id, take=False)
+        if not info.dry_run and ctx.ledger is not None:
+            published = anchor.publish(anchors, ctx.ledger, info.run_id)
+            if published is not None:
+                af["outlet_events"][LEDGER_ASSET].extra = {"anchor": published.document()}
+                log.info("SUMMARY ledger anchored at entry %d", published.seq)
     log.info(
         "SUMMARY request=%s erased=%s anonymised=%s kept=%s verified=%s",
         params["request_ref"],

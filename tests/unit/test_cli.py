@@ -19,7 +19,7 @@ def test_validate_shipped_policies_against_a_real_schema(
     create_schema(sa.create_engine(url))
     assert main(["validate", str(DEFAULT_FOLDER), "--database-url", url]) == 0
     out = capsys.readouterr().out
-    assert "11 policies valid" in out and "checked against the database" in out
+    assert "12 policies valid" in out and "checked against the database" in out
 
 
 def test_validate_names_file_and_field_and_exits_2(

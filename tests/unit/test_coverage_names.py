@@ -26,6 +26,7 @@ from retention.coverage_patterns import (
 )
 from retention.coverage_stores import fixed_part, policy_buckets, roots, tree_coverage
 from retention.holds import HoldRegistry
+from retention.intents import IntentItems
 from retention.keeps import KeptRecords
 from retention.keyring import Keyring
 from retention.ledger import Ledger
@@ -194,7 +195,7 @@ def test_the_reference_policies_cover_their_columns() -> None:
 def test_system_tables_are_the_default_names_of_the_systems_own_tables() -> None:
     defaults = {
         inspect.signature(cls.__init__).parameters["table_name"].default
-        for cls in (Ledger, HoldRegistry, KeptRecords, Tombstones, Keyring, Leases)
+        for cls in (Ledger, HoldRegistry, KeptRecords, Tombstones, Keyring, Leases, IntentItems)
     }
     assert set(SYSTEM_TABLES) == defaults | {"retention_ledger_head"}
 

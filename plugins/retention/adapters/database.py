@@ -154,7 +154,7 @@ def reflect_schema(engine: Engine) -> SchemaInfo:
         inspector = sa.inspect(conn)
         names = inspector.get_table_names()
         if not names:
-            return SchemaInfo({})
+            return SchemaInfo({}, dialect=conn.dialect.name)
         columns = inspector.get_multi_columns(filter_names=names)
         pks = {
             t: tuple(pk["constrained_columns"])
@@ -184,7 +184,8 @@ def reflect_schema(engine: Engine) -> SchemaInfo:
                 foreign_keys=fks.get(t, ()),
             )
             for t in names
-        }
+        },
+        dialect=engine.dialect.name,
     )
 
 
