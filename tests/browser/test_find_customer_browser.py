@@ -88,7 +88,7 @@ def test_ops_find_a_customer_by_email_and_the_value_leaves_no_trace(
         database,
         {
             "AIRFLOW_CONN_BUSINESS_DB": database,
-            "AIRFLOW_VAR_RETENTION_SETTINGS": json.dumps({"policy_dir": str(folder)}),
+            "RETENTION_POLICY_DIR": str(folder),
         },
         {VIEWER: "viewer"},
     )

@@ -135,3 +135,14 @@ def test_settings_refuse_a_time_limit_out_of_range(monkeypatch: pytest.MonkeyPat
     _settings(monkeypatch, lock_timeout=0)
     with pytest.raises(TerminalError, match="retention_settings is not valid"):
         clients.settings()
+
+
+def test_the_policy_folder_comes_from_the_deployment_never_from_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("RETENTION_POLICY_DIR", str(tmp_path))
+    _settings(monkeypatch, lock_timeout=30)
+    assert clients.settings().policy_dir == str(tmp_path)
+    _settings(monkeypatch, policy_dir="/somewhere/else")
+    with pytest.raises(TerminalError, match="may not name the policy folder.*RETENTION_POLICY_DIR"):
+        clients.settings()

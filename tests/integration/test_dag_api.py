@@ -8,7 +8,6 @@ parked task is failed so that ``dag.test()`` returns and the test fails with the
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -52,8 +51,7 @@ def api(airflow_db: Path) -> Iterator[ApiServer]:
 @pytest.fixture
 def one_category_over_cap(airflow_world: WorldEnv) -> Iterator[tuple[WorldEnv, int]]:  # noqa: F811
     """The wired world with ``TIGHT``'s cap one below its due count; yields it and its map index."""
-    settings = json.loads(os.environ["AIRFLOW_VAR_RETENTION_SETTINGS"])
-    policy_dir = Path(settings["policy_dir"])
+    policy_dir = Path(os.environ["RETENTION_POLICY_DIR"])
     due = len(airflow_world.world.expected_after_nightly()[TIGHT]["deleted"])
     assert due >= 2, f"the reference world has too few due {TIGHT} rows ({due}) to exceed a cap"
     path = policy_dir / f"{TIGHT}.yaml"

@@ -65,6 +65,7 @@ def airflow_world(
         json.dumps({"conn_type": "generic", "password": PSEUDONYM_KEY.decode()}),
     )
     monkeypatch.setenv("AIRFLOW_CONN_RETENTION_TOMBSTONE_KEY", TOMBSTONE_CONN)
+    monkeypatch.setenv("RETENTION_POLICY_DIR", str(relaxed_policies(tmp_path)))
     monkeypatch.setenv(
         "AIRFLOW_VAR_RETENTION_SETTINGS",
         json.dumps(
@@ -72,7 +73,6 @@ def airflow_world(
                 "bucket_map": {"alleskar-documents": world_env.bucket},
                 "archive_root": world_env.archive_root,
                 "receipts_bucket": receipts,
-                "policy_dir": str(relaxed_policies(tmp_path)),
             }
         ),
     )
@@ -116,6 +116,7 @@ def _xcom(run: Any, task_id: str) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+@pytest.mark.long  # two whole nightly runs; test_engine_world checks a second run in process
 def test_second_nightly_run_erases_nothing_and_says_so(airflow_world: WorldEnv) -> None:
     env = airflow_world
     nightly = dag("retention_nightly")
@@ -222,6 +223,7 @@ class _Webhook:
         self.server.server_close()
 
 
+@pytest.mark.long  # the fault suite (make test-faults) covers SFTP drops, one of them in make test
 def test_sftp_outage_mid_run_fails_loudly_alerts_ops_and_a_rerun_completes(
     airflow_world: WorldEnv, sftp_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -158,7 +158,8 @@ def test_housekeeping_destroys_the_expired_years_keys_and_records_it(
         (policies / f.name).write_text(f.read_text())
     (policies / "_accountability.yaml").write_text("pseudonym_keys:\n  period: year\n  keep: P5Y\n")
     monkeypatch.setenv("AIRFLOW_CONN_BUSINESS_DB", _conn_json(fresh_db))
-    monkeypatch.setenv("AIRFLOW_VAR_RETENTION_SETTINGS", json.dumps({"policy_dir": str(policies)}))
+    monkeypatch.setenv("RETENTION_POLICY_DIR", str(policies))
+    monkeypatch.delenv("AIRFLOW_VAR_RETENTION_SETTINGS", raising=False)
     monkeypatch.setenv(
         "AIRFLOW_CONN_AIRFLOW_METADATA",
         json.dumps({"conn_type": "sqlite", "host": str(airflow_db / "airflow.db")}),

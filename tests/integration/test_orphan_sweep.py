@@ -364,8 +364,8 @@ def test_the_dag_sweeps_every_root_and_alerts_on_reported_orphans(
         "AIRFLOW_CONN_RETENTION_PSEUDONYM",
         json.dumps({"conn_type": "generic", "password": PSEUDONYM_KEY.decode()}),
     )
+    monkeypatch.setenv("RETENTION_POLICY_DIR", str(planted.policies_dir))
     settings = {
-        "policy_dir": str(planted.policies_dir),
         "bucket_map": {POLICY_BUCKET: planted.bucket},
         "archive_root": planted.archive,
         "receipts_bucket": receipts,

@@ -105,6 +105,7 @@ def test_a_viewer_cannot_trigger_an_erasure_or_an_access_report_and_no_run_exist
     assert {dag_id: run_ids(fab, dag_id) for dag_id in before} == before
 
 
+@pytest.mark.long  # each a FAB API server's worth of time; the viewer's refusal stays in make test
 def test_privacy_staff_trigger_an_erasure_and_an_approver_cannot(fab: FabAirflow) -> None:
     before = run_ids(fab, ERASURE)
     with client(fab, APPROVER_USER) as approver:
@@ -118,6 +119,7 @@ def test_privacy_staff_trigger_an_erasure_and_an_approver_cannot(fab: FabAirflow
     assert nightly.status_code == 403, "the nightly run is not privacy staff's to start"
 
 
+@pytest.mark.long  # each a FAB API server's worth of time; the viewer's refusal stays in make test
 def test_only_an_approver_answers_a_cap_approval(fab: FabAirflow) -> None:
     with client(fab, ADMIN) as admin:
         created = trigger(admin, NIGHTLY, {})

@@ -173,12 +173,12 @@ def _shop_run(services: tuple[Any, ...], mode: Mode) -> Iterator[ShopRun]:
                 reason="Verserende retssag (sag RS-0007)", subject=held, now=NOW - timedelta(days=30)
             )
         settings = {
-            "policy_dir": str(POLICY_DIR),
             "bucket_map": {POLICY_BUCKET: bucket},
             "archive_root": root,
             "receipts_bucket": receipts,
         }
         with pytest.MonkeyPatch.context() as env:
+            env.setenv("RETENTION_POLICY_DIR", str(POLICY_DIR))
             env.setenv("AIRFLOW_CONN_BUSINESS_DB", _conn_json(engine))
             key = json.dumps({"conn_type": "generic", "password": KEY.decode()})
             env.setenv("AIRFLOW_CONN_RETENTION_PSEUDONYM", key)

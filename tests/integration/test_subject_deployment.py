@@ -308,8 +308,8 @@ def k_airflow(k_world: KWorld, airflow_db: Any, s3_server: Any, monkeypatch: pyt
         "AIRFLOW_CONN_RETENTION_PSEUDONYM", json.dumps({"conn_type": "generic", "password": KEY.decode()})
     )
     monkeypatch.setenv("AIRFLOW_CONN_RETENTION_TOMBSTONE_KEY", TOMBSTONE_CONN)
+    monkeypatch.setenv("RETENTION_POLICY_DIR", str(FIXTURE / "policies"))
     settings = {
-        "policy_dir": str(FIXTURE / "policies"),
         "bucket_map": {"alleskar-documents": k_world.bucket},
         "archive_root": k_world.archive_root,
         "receipts_bucket": receipts,
