@@ -137,6 +137,15 @@ class Leases:
             rows = conn.execute(sa.select(t).where(t.c.expires_at > now).order_by(t.c.acquired_at)).all()
         return [Lease(**row._mapping) for row in rows]
 
+    def all(self) -> list[Lease]:
+        """Every lease row, oldest first, expired ones too (left by a run that stopped holding them)."""
+        t = self._table
+        with db_errors("lease table"), self._engine.connect() as conn:
+            if not sa.inspect(conn).has_table(t.name):
+                return []
+            rows = conn.execute(sa.select(t).order_by(t.c.acquired_at)).all()
+        return [Lease(**row._mapping) for row in rows]
+
     @contextmanager
     def holding(
         self,

@@ -287,6 +287,7 @@ def overview(request: Request, _user: User) -> HTMLResponse:
             "last_sweep": reader.last_sweep(),
             "housekeeping": reader.last_housekeeping(),
             "key_periods": reader.pseudonym_keys(),
+            "leases": _lease_rows(reader.leases()),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
         }
@@ -303,6 +304,34 @@ def overview(request: Request, _user: User) -> HTMLResponse:
         pseudonym_keys=_pseudonym_keys(site, data.pop("key_periods")),
         **data,
     )
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A run at work on the overview: what it holds (a category, or a customer without naming
+    them), since when and until when; ``expired``: the run stopped without giving it back."""
+
+    holds: str
+    run_id: str
+    step: str
+    since: datetime
+    until: datetime
+    expired: bool
+
+
+def _lease_rows(leases: list[Any]) -> list[LeaseRow]:
+    now = datetime.now(UTC)
+    return [
+        LeaseRow(
+            lease.scope.removeprefix("category:") if lease.scope.startswith("category:") else "a customer",
+            lease.owner,
+            lease.step,
+            lease.acquired_at,
+            lease.expires_at,
+            lease.expires_at <= now,
+        )
+        for lease in leases
+    ]
 
 
 def _airflow_window(site: _Site) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, check_table_name
 from retention.keyring import KeyPeriod, Keyring
 from retention.ledger import GENESIS_HASH, ChainStatus, Ledger
+from retention.locks import Lease, Leases
 from retention.results import Reason, Skip
 
 log = logging.getLogger(__name__)
@@ -593,6 +594,10 @@ class LedgerReader:
         return Housekeeping(
             at, run_id, outcome, int(count or 0), int(decoded.get("runs") or 0), bool(decoded.get("dry_run"))
         )
+
+    def leases(self) -> list[Lease]:
+        """The runs holding a category or a customer now, and leases left by runs that stopped."""
+        return Leases(self.engine).all()
 
     def pseudonym_keys(self) -> list[KeyPeriod]:
         """Every period of the pseudonym keys, oldest first, linkable or destroyed (none before a run)."""
