@@ -34,6 +34,7 @@ from retention.engine import (
 )
 from retention.errors import RetentionError, TerminalError
 from retention.ledger import ChainStatus, Ledger, LedgerEntry
+from retention.locations import S3Location
 from retention.policy import Policy, check_against_schema
 from retention.results import (
     ApprovalRequest,
@@ -78,7 +79,36 @@ def describe(ctx: RunContext) -> RunInfo:
         categories=tuple(p.id for p in policies),
         stores={p.id: tuple(p.stores()) for p in policies},
         reason=ctx.reason if subject else None,
+        places=places(ctx),
     )
+
+
+def places(ctx: RunContext) -> dict[str, str]:
+    """Where the policies' buckets and file stores point in this deployment (``RunInfo.places``)."""
+    out: dict[str, str] = {}
+    for policy in ctx.policies.policies:
+        for loc in policy.file_locations():
+            if isinstance(loc, S3Location):
+                out[f"s3:{loc.bucket}"] = ctx.bucket_map.get(loc.bucket, loc.bucket)
+            elif loc.store in ctx.roots:
+                out[loc.store] = ctx.roots[loc.store]
+    return dict(sorted(out.items()))
+
+
+def check_places(ctx: RunContext) -> None:
+    """Refuse a ``bucket_map`` entry for a bucket no policy names (a typo would silently point
+    nowhere; the receipts bucket's name is always mapped) and a file root that is not an absolute
+    path."""
+    from retention.access import RECEIPTS_POLICY_BUCKET
+
+    named = {RECEIPTS_POLICY_BUCKET} | {
+        loc.bucket for p in ctx.policies.policies for loc in p.file_locations() if isinstance(loc, S3Location)
+    }
+    for name in sorted(set(ctx.bucket_map) - named):
+        raise TerminalError(f"retention_settings: bucket_map names {name!r}, a bucket no policy names")
+    for store, root in sorted(ctx.roots.items()):
+        if not root.startswith("/"):
+            raise TerminalError(f"retention_settings: the root of {store} must be an absolute path")
 
 
 def _acts_on(ctx: RunContext, policy: Policy) -> bool:
@@ -94,6 +124,7 @@ def check_policies(ctx: RunContext) -> None:
     policies' tables): a bounded, one-time cost at the start of a run.
     """
     check_against_schema(ctx.policies, reflect_schema(ctx.database.engine))
+    check_places(ctx)
 
 
 def prepare(ctx: RunContext, holds_check: Callable[[], object] | None = None) -> RunInfo:
@@ -118,6 +149,10 @@ def check_same_policies(ctx: RunContext, run: RunInfo) -> None:
     """A later step must act under the policy set the run was planned with."""
     if ctx.policies.hash != run.policy_set_hash:
         raise TerminalError("the policy files changed during the run; start a new run")
+    if run.places and places(ctx) != run.places:
+        raise TerminalError(
+            "the buckets or roots of retention_settings changed during the run; start a new run"
+        )
 
 
 # -- planning and approval --------------------------------------------------------------------------
@@ -473,6 +508,7 @@ def finish(
         backlog=backlog,
         persistent=persistent,
         undated={c: p.undated for c, p in sorted((plans or {}).items()) if p is not None and p.undated},
+        places=dict(run.places),
     )
     totals = summary.totals
     # Written in a dry run too: the ledger shows that the run happened and what it found.
@@ -501,6 +537,7 @@ def finish(
                 "backlog": {c: {r.value: n for r, n in reasons.items()} for c, reasons in backlog.items()},
                 "undated": dict(summary.undated),
                 "tombstones_purged": purged,
+                "places": dict(run.places),
             },
         )
     )

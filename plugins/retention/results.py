@@ -273,6 +273,10 @@ class RunInfo:
     """Category -> its stores, file stores first."""
     reason: str | None = None
     """A request's reason (``params.REASONS``; None in a nightly run): it chose ``categories``."""
+    places: Mapping[str, str] = field(default_factory=dict)
+    """Where the policies' names point in this deployment (``retention_settings``):
+    ``s3:<policy bucket>`` -> the real bucket, ``sftp``/``filesystem`` -> the root. Every later
+    step must see the same, and the run summary records it."""
 
     def uses(self, category: str, store: str) -> bool:
         return store in self.stores.get(category, ())
@@ -334,6 +338,8 @@ class RunSummary:
     """``category:reason`` backlogs, other than lawful keeps, left behind in consecutive nightly runs."""
     undated: Mapping[str, int] = field(default_factory=dict)
     """Category -> records with no date to count from (see ``CategoryPlan.undated``): never due by age."""
+    places: Mapping[str, str] = field(default_factory=dict)
+    """Where the run's policies pointed (``RunInfo.places``): the real buckets and roots."""
 
 
 def backlog_of(

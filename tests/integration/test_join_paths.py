@@ -91,7 +91,8 @@ def _policy(
         "description": f"{pid}: a category of the web-shop schema.",
         "legal_basis": {"basis": "contract", "gdpr": "Art. 6(1)(b) (contract)"},
         "rationale": "The join-path tests need exactly these rows, nothing more.",
-        "retention": retention,
+        # The schema's timestamps are without time zone, written in UTC.
+        "retention": {**retention, "anchor_time_zone": "UTC"} if "anchor" in retention else retention,
         "records": records,
         "erasure_request": {"action": "erase"},
         "cap": {"max_items": 100, "max_fraction": 1.0},

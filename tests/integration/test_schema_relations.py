@@ -52,7 +52,13 @@ def policy(pid: str, table: str, *children: tuple[str, str], key: str = "id") ->
         "description": f"The rows of {table}, for the relation tests.",
         "legal_basis": {"basis": "contract", "gdpr": "Art. 6(1)(b) (contract)"},
         "rationale": "Only what the relation tests need, nothing more.",
-        "retention": {"period": "P1Y", "counts_from": "event", "event": "creation", "anchor": "created_at"},
+        "retention": {
+            "period": "P1Y",
+            "counts_from": "event",
+            "event": "creation",
+            "anchor": "created_at",
+            "anchor_time_zone": "UTC",  # a timestamp without time zone, written in UTC
+        },
         "records": {"table": table, "key": key, "subject": "customer_id"},
         "erasure_request": {"action": "erase"},
         "cap": {"max_items": 100, "max_fraction": 0.5},
