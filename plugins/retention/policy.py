@@ -340,7 +340,19 @@ def _last_table(hops: Sequence[str]) -> str:
         return ""
 
 
-class AirflowMetadata(Strict):
+class _Kept(Strict):
+    """A settings section with a ``keep`` period (ISO 8601, more than zero)."""
+
+    keep: str
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: str) -> str:
+        Period.parse(v)
+        return v
+
+
+class AirflowMetadata(_Kept):
     """How long Airflow's own records of the DAGs that handle one customer (a run's conf with the
     customer id, its XCom, event-log entries, task logs) are kept: ``_airflow.yaml``."""
 
@@ -353,14 +365,8 @@ class AirflowMetadata(Strict):
         "so Airflow's copy is kept only as long as an operator may need it to follow up a run."
     )
 
-    @field_validator("keep")
-    @classmethod
-    def _keep(cls, v: str) -> str:
-        Period.parse(v)
-        return v
 
-
-class Tombstones(Strict):
+class Tombstones(_Kept):
     """How long a completed erasure's tombstone (the customer id, encrypted) is kept so that the
     erasure can be replayed after a backup is restored: as long as the oldest backup is kept."""
 
@@ -371,14 +377,8 @@ class Tombstones(Strict):
         "erase again. Once no backup older than the erasure can be restored, it has no purpose."
     )
 
-    @field_validator("keep")
-    @classmethod
-    def _keep(cls, v: str) -> str:
-        Period.parse(v)
-        return v
 
-
-class PseudonymKeys(Strict):
+class PseudonymKeys(_Kept):
     """The keys behind the ledger's and the receipts' customer references (keyed pseudonyms): one
     per calendar year (UTC) of the entries, destroyed ``keep`` after that year ends (crypto-shredding),
     after which no entry of the year can be linked to a customer id, even by enumerating ids."""
@@ -391,12 +391,6 @@ class PseudonymKeys(Strict):
         "was handled may be asked for (five years, as the privacy requests themselves); after that "
         "the entries stay as anonymous statistics."
     )
-
-    @field_validator("keep")
-    @classmethod
-    def _keep(cls, v: str) -> str:
-        Period.parse(v)
-        return v
 
 
 class Accountability(Strict):
