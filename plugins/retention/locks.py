@@ -12,13 +12,16 @@ it; a step that ``waits`` polls until it is free or its wait is over.
   task, given back by its last), so a second erasure of the same customer started meanwhile
   stops before touching anything, and only one receipt says what was erased.
 
-Leases expire (``ttl``): a worker killed while holding one leaves a row that blocks others
-only until then, and the same run (its retry) may take its own lease back at once. The
+Leases expire (``ttl``), and a step renews its leases while it works (a heartbeat): a worker
+killed while holding one leaves a row that blocks others only until the short ``ttl`` has
+passed, and the same run (its retry) may take its own lease back at once. The
 table holds run ids, step names and pseudonyms, never a customer id.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +34,9 @@ from sqlalchemy.exc import IntegrityError
 
 from retention.dberrors import db_errors
 from retention.dbutil import UtcDateTime, aware_utc, check_table_name, create_tables
-from retention.errors import TransientError
+from retention.errors import RetentionError, TransientError
+
+log = logging.getLogger(__name__)
 
 
 class LeaseBusy(TransientError):
@@ -146,6 +151,15 @@ class Leases:
             rows = conn.execute(sa.select(t).order_by(t.c.acquired_at)).all()
         return [Lease(**row._mapping) for row in rows]
 
+    def renew(self, scopes: list[str], owner: str, *, ttl: timedelta) -> None:
+        """Move the end of ``owner``'s leases on ``scopes`` to ``ttl`` from now (a heartbeat)."""
+        t = self._table
+        until = aware_utc("now", self._clock()) + ttl
+        with db_errors("lease renewal"), self._engine.begin() as conn:
+            conn.execute(
+                sa.update(t).where(t.c.scope.in_(scopes), t.c.owner == owner).values(expires_at=until)
+            )
+
     @contextmanager
     def holding(
         self,
@@ -159,11 +173,18 @@ class Leases:
     ) -> Iterator[None]:
         """Hold every scope (taken in sorted order, so two steps never deadlock) for the block.
 
-        Waits up to ``wait`` for a busy scope, then raises ``LeaseBusy``; releases what it
-        took when the block ends, however it ends.
+        Waits up to ``wait`` for a busy scope, then raises ``LeaseBusy``. While the block runs, a
+        heartbeat renews the leases every third of ``ttl``: a holder that is killed, or hangs with
+        its heartbeat, stops renewing, and its leases expire within ``ttl``. Releases what it took
+        when the block ends, however it ends (if the database is unreachable then, the leases
+        expire on their own).
         """
         taken: list[str] = []
         deadline = time.monotonic() + wait.total_seconds()
+        beating = threading.Event()
+        heart = threading.Thread(
+            target=self._beat, args=(taken, owner, ttl, beating), name="lease-heartbeat", daemon=True
+        )
         try:
             for scope in sorted(set(scopes)):
                 while True:
@@ -175,7 +196,18 @@ class Leases:
                             raise
                         time.sleep(poll)
                 taken.append(scope)
+            heart.start()
             yield
         finally:
+            beating.set()
+            if heart.is_alive():
+                heart.join()
             for scope in taken:
                 self.release(scope, owner)
+
+    def _beat(self, scopes: list[str], owner: str, ttl: timedelta, stop: threading.Event) -> None:
+        while not stop.wait(ttl.total_seconds() / 3):
+            try:
+                self.renew(scopes, owner, ttl=ttl)
+            except RetentionError as e:  # the step itself will meet the database's trouble
+                log.warning("lease heartbeat of run %s failed: %s", owner, type(e).__name__)

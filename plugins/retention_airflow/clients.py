@@ -174,16 +174,19 @@ def _enable_sqlite_foreign_keys(engine: Any) -> None:
 LEASE_WAIT = timedelta(minutes=10)
 """How long an erasing task waits for a category another run is erasing, before it fails as
 transient (retried with backoff): overlapping runs take turns, they never interleave."""
+LEASE_TTL = timedelta(minutes=5)
+"""How long a task's leases outlive its last heartbeat (renewed every third of it while it works):
+a killed worker's categories are free again at most this long after it died."""
 
 
 @contextmanager
-def leases(scopes: Sequence[str], *, owner: str, step: str, ttl: timedelta) -> Iterator[None]:
+def leases(scopes: Sequence[str], *, owner: str, step: str) -> Iterator[None]:
     """Hold the leases of ``scopes`` (``retention.locks``) in the ledger's database for the block."""
     from retention.locks import Leases
 
     engine = ledger_engine()
     try:
-        with Leases(engine).holding(list(scopes), owner, step, ttl=ttl, wait=LEASE_WAIT):
+        with Leases(engine).holding(list(scopes), owner, step, ttl=LEASE_TTL, wait=LEASE_WAIT):
             yield
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import get_current_context, task
@@ -92,8 +92,7 @@ def _erasing(
 
     if dry_run:
         return contextlib.nullcontext()
-    ttl = getattr(get_current_context()["ti"].task, "execution_timeout", None) or timedelta(hours=3)
-    return clients.leases([f"category:{c}" for c in categories], owner=run_id, step="replay", ttl=ttl)
+    return clients.leases([f"category:{c}" for c in categories], owner=run_id, step="replay")
 
 
 @task(map_index_template="{{ tombstone_id }}")

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -184,9 +183,8 @@ def _erasing(info: RunInfo, categories: Sequence[str]) -> Iterator[None]:
         yield
         return
     ti = get_current_context()["ti"]
-    ttl = getattr(ti.task, "execution_timeout", None) or timedelta(hours=3)
     scopes = [f"category:{c}" for c in categories]
-    with clients.leases(scopes, owner=info.run_id, step=ti.task_id, ttl=ttl):
+    with clients.leases(scopes, owner=info.run_id, step=ti.task_id):
         yield
 
 

@@ -99,3 +99,20 @@ def test_two_runs_racing_for_one_free_scope_get_it_once(leases: tuple[Leases, Cl
         t.join()
     assert len(won) == 1 and len(lost) == 7
     assert [lease.owner for lease in store.held()] == won
+
+
+def test_a_working_step_renews_its_leases_and_a_stopped_one_lets_them_expire(empty_db: Engine) -> None:
+    import time
+
+    store = Leases(empty_db)
+    store.ensure_schema()
+    ttl = timedelta(seconds=0.9)
+    with store.holding(["category:a"], "run-a", "x", ttl=ttl):
+        time.sleep(2.0)  # more than twice the ttl: only the heartbeat keeps it
+        with pytest.raises(LeaseBusy):
+            store.acquire("category:a", "run-b", "y", ttl=ttl)
+    assert store.held() == []
+
+    store.acquire("category:a", "run-killed", "x", ttl=ttl)  # taken, then never renewed
+    time.sleep(1.0)
+    store.acquire("category:a", "run-b", "y", ttl=ttl)

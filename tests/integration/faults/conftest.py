@@ -25,6 +25,7 @@ import pytest
 from harness.faultproxy import S3FaultProxy, TcpFaultProxy
 from harness.world_rules import NOW, TABLES
 from retention.ledger import Ledger
+from retention_airflow import clients
 from tests.integration.conftest import WorldEnv
 from tests.integration.test_dags import _Webhook, airflow_world, dag  # noqa: F401 - the fixture
 from tests.integration.test_engine_world import archive_files, s3_keys, table_ids
@@ -104,6 +105,9 @@ def faulty(
         sftp_conn["port"] = sftp.port
         monkeypatch.setenv("AIRFLOW_CONN_ARCHIVE_SFTP", json.dumps(sftp_conn))
         monkeypatch.setenv("AIRFLOW_CONN_RETENTION_ALERTS", alerts.conn_json)
+        # A failed run whose ledger was unreachable could not give its leases back: they expire
+        # after LEASE_TTL without a heartbeat. Seconds here, so that the re-run does not wait minutes.
+        monkeypatch.setattr(clients, "LEASE_TTL", timedelta(seconds=3))
         try:
             yield Faulty(env, db, ledger, s3, sftp, alerts, snapshot(env))
         finally:
