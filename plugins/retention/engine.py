@@ -418,8 +418,8 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
                 if ctx.dry_run:
                     tally.located += batch.count
                     continue
-                resumed.still_there(batch)
                 outcome = _erase_batch(policy, store, label, action, adapter, target, batch, ctx, pending)
+                resumed.still_there(batch, outcome)
                 tally.located += batch.count if batch.span is None else _acted_on(outcome)
                 tally.outcome.add(outcome)
                 if outcome.failed:
@@ -492,9 +492,12 @@ class _Resumed:
             resumed.missing = ctx.intents.of(ctx.run_id, policy.id, store, resumed.locations)
         return resumed
 
-    def still_there(self, batch: Batch[Any]) -> None:
+    def still_there(self, batch: Batch[Any], outcome: EraseOutcome) -> None:
+        """This attempt named ``batch`` and erased it (``outcome``): what it erased itself is counted
+        by it, not by the stopped attempt; what it found already gone stays counted there."""
         if self.missing and batch.span is None:
             found = item_refs(self.ctx.pseudonym_key, batch.keys)
+            found -= item_refs(self.ctx.pseudonym_key, outcome.absent)
             for refs in self.missing.values():
                 refs -= found
 

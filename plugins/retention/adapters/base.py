@@ -102,6 +102,10 @@ class EraseOutcome:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     """Short, non-personal error descriptions (error codes), at most a few."""
+    absent: list[str] = field(default_factory=list)
+    """Keys of the batch's items the store found already gone (a file tree reports them; S3
+    cannot tell, but lists only versions that exist): a resumed step counts those as erased by
+    the attempt that stopped (``retention.intents``)."""
 
     def keep(self, reason: Reason, n: int = 1, until: str | None = None, records: Iterable[str] = ()) -> None:
         """Count ``n`` items kept for ``reason``, with their until-date and the records that named them."""
@@ -118,6 +122,7 @@ class EraseOutcome:
             self.keep(reason, n, other.kept_until.get(reason), other.kept_records.get(reason, ()))
         self.failed += other.failed
         self.errors.extend(other.errors[: max(0, 10 - len(self.errors))])
+        self.absent.extend(other.absent)
 
 
 @dataclass(frozen=True)

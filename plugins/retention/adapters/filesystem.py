@@ -129,7 +129,10 @@ class FilesystemAdapter:
             cursor = _Cursor(root_fd, floor=_floor(target.path_template))
             try:
                 for item in sorted(todo, key=_order):
-                    _tally(outcome, _erase_one(cursor, item))
+                    result = _erase_one(cursor, item)
+                    _tally(outcome, result)
+                    if result == GONE:
+                        outcome.absent.append(item.path)
                 cursor.leave_all(prune=True)
             finally:
                 cursor.leave_all(prune=False)

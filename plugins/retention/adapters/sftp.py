@@ -129,7 +129,9 @@ class SftpAdapter:
                 outcome.erased += 1
             elif result == NO_WAY:
                 continue
-            elif result != GONE:
+            elif result == GONE:
+                outcome.absent.append(item.path)
+            else:
                 outcome.failed += 1
                 if result not in outcome.errors:
                     outcome.errors.append(result)
