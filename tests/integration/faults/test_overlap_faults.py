@@ -21,6 +21,7 @@ from tests.integration.faults.conftest import Faulty, assert_nightly_end_state, 
 from tests.integration.test_engine_world import table_ids
 
 
+@pytest.mark.faults
 def test_a_second_erasure_of_a_customer_being_erased_stops_before_touching_anything(
     faulty: Faulty,
 ) -> None:
