@@ -19,6 +19,7 @@ from retention.adapters.database import DatabaseAdapter
 from retention.engine import RunContext
 from retention.holds import HoldRegistry
 from retention.intents import IntentItems
+from retention.journal import EraseJournal
 from retention.keeps import KeptRecords
 from retention.ledger import Ledger
 from retention.policy import PolicySet
@@ -83,11 +84,13 @@ def engine_context(
     keeps.ensure_schema()
     intents = IntentItems(engine)
     intents.ensure_schema()
+    journal = EraseJournal(engine)
+    journal.ensure_schema()
     return RunContext(
         run_id=run or run_id(),
         now=now,
         policies=policies,
-        database=DatabaseAdapter(engine, batch_size=batch_size),
+        database=DatabaseAdapter(engine, batch_size=batch_size, journal=journal),
         pseudonym_key=pseudonym_key,
         ledger=Ledger(engine),
         keeps=keeps,

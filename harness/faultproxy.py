@@ -17,6 +17,8 @@ place, as a network or an overloaded server would.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import http.client
 import re
@@ -35,6 +37,17 @@ from harness.server_process import LOOPBACK
 
 _POLL = 0.05
 _CHUNK = 65536
+_DELIVERED = 0.5
+"""Seconds a delivered chunk has at the server before the connection drops."""
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    pattern: bytes
+    nth: int
+    then_refuse: bool
+    armed_by: bytes | None
+    deliver: bool
 
 
 class TcpFaultProxy:
@@ -51,7 +64,7 @@ class TcpFaultProxy:
         self._refusing = False
         self._delay = 0.0
         self._drop_budget: int | None = None
-        self._trigger: tuple[bytes, int, bool] | None = None
+        self._trigger: _Trigger | None = None
         self._tail = b""
         self.triggered = threading.Event()
         """Set when ``drop_when_sent`` (or ``drop_after``) fired."""
@@ -76,12 +89,25 @@ class TcpFaultProxy:
         with self._lock:
             self._drop_budget = n_bytes
 
-    def drop_when_sent(self, pattern: bytes, *, nth: int = 1, then_refuse: bool = False) -> None:
+    def drop_when_sent(
+        self,
+        pattern: bytes,
+        *,
+        nth: int = 1,
+        then_refuse: bool = False,
+        armed_by: bytes | None = None,
+        deliver: bool = False,
+    ) -> None:
         """Drop every connection when a client sends ``pattern`` for the ``nth`` time, before it
         reaches the server (PostgreSQL's protocol carries statements and parameters in clear:
-        ``b"DELETE FROM"`` drops mid-batch); with ``then_refuse`` the server stays unreachable."""
+        ``b"DELETE FROM"`` drops mid-batch); with ``then_refuse`` the server stays unreachable.
+
+        ``armed_by``: count ``pattern`` only once a client has sent this first (``b"DELETE FROM"``
+        then ``b"COMMIT"``: the commit of a deleting transaction). ``deliver``: the matching chunk
+        reaches the server, and the connection drops before its answer comes back (a COMMIT that
+        the server carried out and whose answer the client never saw)."""
         with self._lock:
-            self._trigger = (pattern, nth, then_refuse)
+            self._trigger = _Trigger(pattern, nth, then_refuse, armed_by, deliver)
             self._tail = b""
 
     def refuse(self, on: bool = True) -> None:
@@ -163,15 +189,24 @@ class TcpFaultProxy:
                 time.sleep(_POLL)  # received while stalling: held, not relayed
             if self._delay:
                 time.sleep(self._delay)
-            if counted and (self._spend(len(data)) or self._matched(data)):
-                self.triggered.set()
-                self.drop()
+            if counted and (self._spend(len(data)) or (hit := self._matched(data))):
+                self._fire(src, dst, data if hit and hit.deliver else None)
                 return
             try:
                 dst.sendall(data)
             except OSError:
                 break
         self._forget(src, dst)
+
+    def _fire(self, client: socket.socket, server: socket.socket, deliver: bytes | None) -> None:
+        """Drop every connection; first hand ``deliver`` to the server, with the client gone."""
+        self.triggered.set()
+        if deliver is not None:
+            _close(client)  # the answer has nowhere to go
+            with contextlib.suppress(OSError):
+                server.sendall(deliver)
+            time.sleep(_DELIVERED)  # the server reads and carries it out before the drop
+        self.drop()
 
     def _spend(self, n: int) -> bool:
         """Count ``n`` bytes against the drop budget; True when it is exhausted."""
@@ -184,22 +219,31 @@ class TcpFaultProxy:
             self._drop_budget = None
             return True
 
-    def _matched(self, data: bytes) -> bool:
-        """Whether ``data`` completes the ``drop_when_sent`` pattern's ``nth`` occurrence."""
+    def _matched(self, data: bytes) -> _Trigger | None:
+        """The ``drop_when_sent`` trigger if ``data`` completes its pattern's ``nth`` occurrence."""
         with self._lock:
-            if self._trigger is None:
-                return False
-            pattern, nth, then_refuse = self._trigger
+            trigger = self._trigger
+            if trigger is None:
+                return None
             window = self._tail + data
-            seen = window.count(pattern)
-            self._tail = window[-(len(pattern) - 1) :] if len(pattern) > 1 else b""
-            if seen < nth:
-                self._trigger = (pattern, nth - seen, then_refuse)
-                return False
+            if trigger.armed_by is not None:
+                at = window.find(trigger.armed_by)
+                if at < 0:
+                    keep = len(trigger.armed_by) - 1
+                    self._tail = window[-keep:] if keep else b""
+                    return None
+                window = window[at + len(trigger.armed_by) :]
+                trigger = self._trigger = dataclasses.replace(trigger, armed_by=None)
+            seen = window.count(trigger.pattern)
+            keep = len(trigger.pattern) - 1
+            self._tail = window[-keep:] if keep else b""
+            if seen < trigger.nth:
+                self._trigger = dataclasses.replace(trigger, nth=trigger.nth - seen)
+                return None
             self._trigger = None
-            if then_refuse:
+            if trigger.then_refuse:
                 self._refusing = True
-            return True
+            return trigger
 
     def _forget(self, a: socket.socket, b: socket.socket) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from retention import stores
+from retention import failpoints, stores
 from retention.adapters.base import (
     PATH_KEY,
     PATH_SUBJECT,
@@ -45,6 +45,7 @@ from retention.adapters.database import DatabaseAdapter, RowSelection
 from retention.clock import cutoff_for, until_for
 from retention.errors import EraseFailedError, TerminalError, UnsafeTargetError, VerificationError
 from retention.intents import IntentItems, item_refs, unfinished
+from retention.journal import Committed, JournalTag, unfinished_ranges
 from retention.keeps import KeptRecords
 from retention.ledger import MAX_PAGE, Ledger, LedgerEntry
 from retention.locations import AnyLocation, DatabaseLocation, FileLocation, Hop, S3Location
@@ -458,8 +459,7 @@ def execute_step(policy: Policy, store: str, ctx: RunContext) -> StepResult:
         _flush_after_error(ctx, pending)
         raise
     ctx.record(*pending)
-    if ctx.intents is not None and not ctx.dry_run and store != stores.DATABASE:
-        ctx.intents.clear(ctx.run_id, policy.id, store)
+    resumed.done(acted=bool(tally.outcome.erased or tally.outcome.anonymised))
     result = tally.result(policy, store, ctx, digest)
     if result.remaining:
         raise VerificationError(
@@ -480,17 +480,40 @@ class _Resumed:
     missing: dict[str, set[str]] = field(default_factory=dict)
     """Batch digest -> the refs of its items not found (yet) by this attempt."""
     locations: dict[str, str] = field(default_factory=dict)
+    committed: dict[tuple[str, str], Committed] = field(default_factory=dict)
+    """Database: (location, digest) -> what the stopped attempt's committed transactions did."""
+    actions: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Database: (location, digest) -> the action announced for it."""
 
     @classmethod
     def of(cls, policy: Policy, store: str, ctx: RunContext) -> _Resumed:
         resumed = cls(policy, store, ctx)
-        if ctx.dry_run or ctx.intents is None or ctx.ledger is None or store == stores.DATABASE:
+        if ctx.dry_run or ctx.ledger is None:
+            return resumed
+        if store == stores.DATABASE:
+            if ctx.database.journal is not None:
+                resumed.actions = unfinished_ranges(_run_entries(ctx.ledger, ctx.run_id, policy.id))
+                resumed.committed = ctx.database.journal.of(ctx.run_id, policy.id, resumed.actions)
+            return resumed
+        if ctx.intents is None:
             return resumed
         entries = _run_entries(ctx.ledger, ctx.run_id, policy.id)
         resumed.locations = unfinished(entries, store)
         if resumed.locations:
             resumed.missing = ctx.intents.of(ctx.run_id, policy.id, store, resumed.locations)
         return resumed
+
+    def done(self, *, acted: bool) -> None:
+        """The step ended and its outcomes are in the ledger: forget its notes (a database step
+        that erased nothing, and reconciled nothing, wrote none)."""
+        if self.ctx.dry_run:
+            return
+        if self.store == stores.DATABASE and self.ctx.database.journal is not None:
+            if not acted:
+                return
+            self.ctx.database.journal.forget(self.ctx.run_id, self.policy.id)
+        elif self.store != stores.DATABASE and self.ctx.intents is not None:
+            self.ctx.intents.clear(self.ctx.run_id, self.policy.id, self.store)
 
     def still_there(self, batch: Batch[Any], outcome: EraseOutcome) -> None:
         """This attempt named ``batch`` and erased it (``outcome``): what it erased itself is counted
@@ -502,8 +525,9 @@ class _Resumed:
                 refs -= found
 
     def entries(self, outcome: EraseOutcome) -> list[LedgerEntry]:
-        """The outcomes of the stopped attempt's batches: erased, what this attempt did not find."""
-        out = []
+        """The outcomes of the stopped attempt's batches: erased, what this attempt did not find
+        (file stores), or what the erase journal says its transactions committed (database)."""
+        out = self._committed_entries(outcome)
         for batch_digest, refs in sorted(self.missing.items()):
             outcome.erased += len(refs)
             out.append(
@@ -521,6 +545,30 @@ class _Resumed:
                     detail={"reconciled": "erased by an attempt that stopped before recording it"},
                 )
             )
+        return out
+
+    def _committed_entries(self, outcome: EraseOutcome) -> list[LedgerEntry]:
+        out = []
+        for (location, batch_digest), did in sorted(self.committed.items()):
+            outcome.erased += did.erased
+            outcome.anonymised += did.anonymised
+            for done, n in (("erased", did.erased), ("anonymised", did.anonymised)):
+                if n:
+                    out.append(
+                        LedgerEntry(
+                            run_id=self.ctx.run_id,
+                            category=self.policy.id,
+                            store=self.store,
+                            location=location,
+                            action=self.actions.get((location, batch_digest), "delete"),
+                            outcome=done,
+                            count=n,
+                            items_digest=batch_digest,
+                            subject_ref=self.ctx.subject_ref,
+                            policy_set_hash=self.ctx.policies.hash,
+                            detail={"reconciled": "committed by an attempt that stopped before recording it"},
+                        )
+                    )
         return out
 
 
@@ -628,7 +676,12 @@ def _erase_batch(
         pending.append(entry(outcome="planned", count=0, detail={"named_by": "key_range"}))
     ctx.record(*pending)
     pending.clear()
+    if store == stores.DATABASE:
+        batch = dataclasses.replace(
+            batch, tag=JournalTag(ctx.run_id, policy.id, label, batch_digest.hexdigest())
+        )
     outcome = adapter.erase(target, batch)
+    failpoints.reach(f"after_erase:{store}")
     if outcome.kept_records and ctx.keeps is not None and not ctx.dry_run:
         ctx.keeps.add(ctx.run_id, policy.id, outcome.kept_records)
     # One batch may do both (a path's own rows deleted, the rows shared with others anonymised).

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from retention import stores
+from retention import failpoints, stores
 from retention.adapters.database import reflect_schema
 from retention.anchor import Anchor, check_against_anchor
 from retention.engine import (
@@ -331,6 +331,7 @@ def database_pass(
     run after it; independent categories still run. Transient errors propagate at once (the
     whole pass is idempotent); terminal ones are re-raised after the pass with the rest done.
     """
+    failpoints.reach("before_database_pass")
     results: list[StepResult] = []
     skips = dict(skipped)
     failure: RetentionError | None = None

@@ -373,6 +373,7 @@ def open_context(
     from retention.flow import check_same_policies
     from retention.holds import HoldRegistry
     from retention.intents import IntentItems
+    from retention.journal import EraseJournal
     from retention.keeps import KeptRecords
     from retention.keyring import Keyring, period_of
     from retention.ledger import Ledger
@@ -392,7 +393,9 @@ def open_context(
         ledger = Ledger(ledger_db, key_period=period)
         keeps = KeptRecords(ledger_db)
         intents = IntentItems(ledger_db)
+        journal = EraseJournal(business)
         if run is None:
+            journal.ensure_schema()
             Leases(ledger_db).ensure_schema()
             ledger.ensure_schema()
             registry.ensure_schema()
@@ -403,7 +406,7 @@ def open_context(
             run_id=run_id,
             now=now,
             policies=policies,
-            database=DatabaseAdapter(business),
+            database=DatabaseAdapter(business, journal=journal),
             pseudonym_key=keyring.key(period),
             key_period=period,
             ledger=ledger,

@@ -78,6 +78,27 @@ def test_the_tcp_proxy_drops_when_a_statement_is_sent_before_it_reaches_the_serv
         direct.execute("DROP TABLE fault_probe")
 
 
+def test_the_tcp_proxy_delivers_a_commit_and_loses_its_answer(pg_server: Any) -> None:
+    with psycopg.connect(_pg_dsn(pg_server.port), autocommit=True) as direct:
+        direct.execute("DROP TABLE IF EXISTS fault_probe")
+        direct.execute("CREATE TABLE fault_probe (id int)")
+        direct.execute("INSERT INTO fault_probe VALUES (1), (2), (3)")
+        with TcpFaultProxy("127.0.0.1", pg_server.port) as proxy:
+            conn = psycopg.connect(_pg_dsn(proxy.port))
+            conn.execute("SELECT count(*) FROM fault_probe")
+            conn.commit()  # a COMMIT before the DELETE: not armed yet
+            proxy.drop_when_sent(b"COMMIT", armed_by=b"DELETE FROM", deliver=True)
+            conn.execute("DELETE FROM fault_probe WHERE id = 1")
+            with pytest.raises(psycopg.OperationalError):
+                conn.commit()
+            assert proxy.triggered.is_set()
+            assert direct.execute("SELECT id FROM fault_probe ORDER BY id").fetchall() == [(2,), (3,)], (
+                "the server committed although the client saw only a lost connection"
+            )
+            conn.close()
+        direct.execute("DROP TABLE fault_probe")
+
+
 def test_the_tcp_proxy_relays_ssh_and_a_drop_ends_the_session(sftp_server: Any, archive_root: str) -> None:
     with TcpFaultProxy("127.0.0.1", sftp_server.port) as proxy:
         # The host key is pinned to the proxy's address: a relay, not a man in the middle.

@@ -149,6 +149,18 @@ def test_erases_due_files_only_and_removes_emptied_directories(share: Path) -> N
     assert adapter.verify(tgt) == VerifyOutcome(remaining=0, kept=0)
 
 
+def test_files_whose_directory_was_pruned_are_reported_absent(share: Path) -> None:
+    write(share, "docs/c1/1.txt")
+    tgt = target(share, "docs/{customer_id}/{id}.txt", [{"customer_id": "c1", "id": 1}])
+    adapter = FilesystemAdapter()
+    [named] = list(adapter.named(tgt))
+    assert adapter.erase(tgt, named).erased == 1
+    assert snapshot(share) == {}, "its directories were pruned"
+
+    # A resumed step names it again: gone with its directory, so absent (never counted here).
+    assert adapter.erase(tgt, named) == EraseOutcome(absent=["docs/c1/1.txt"])
+
+
 def test_second_run_is_a_no_op(share: Path) -> None:
     write(share, "docs/c1/1.txt")
     write(share, "docs/c1/10.txt")
@@ -302,7 +314,7 @@ def test_a_file_where_a_directory_is_expected_means_nothing_is_there(share: Path
     assert list(adapter.locate(tgt)) == []
     outcome, _, check = erase_via(adapter, tgt, "named")
 
-    assert (outcome, check) == (EraseOutcome(), VerifyOutcome(remaining=0))
+    assert (outcome, check) == (EraseOutcome(absent=["docs/c1/1.txt"]), VerifyOutcome(remaining=0))
     assert snapshot(share) == {"docs": "dir", "docs/c1": "a file, not a directory"}
 
 

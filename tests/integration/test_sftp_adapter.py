@@ -115,6 +115,22 @@ def test_file_gone_since_locating_is_neither_erased_nor_failed(
     assert snapshot(archive_root) == {}
 
 
+def test_files_whose_directory_was_pruned_are_reported_absent(
+    sftp_client: paramiko.SFTPClient, archive_root: str
+) -> None:
+    write(archive_root, "docs/c1/1.txt")
+    write(archive_root, "docs/c2/2.txt")
+    rows = [{"customer_id": "c1", "id": 1}, {"customer_id": "c2", "id": 2}]
+    tgt = target(archive_root, "docs/{customer_id}/{id}.txt", rows)
+    adapter = SftpAdapter(sftp_client)
+    [batch] = list(adapter.named(tgt))
+    assert adapter.erase(tgt, batch).erased == 2
+    assert snapshot(archive_root) == {}, "their directories were pruned"
+
+    # A resumed step names them again: gone with their directories, so absent (never counted here).
+    assert adapter.erase(tgt, batch) == EraseOutcome(absent=["docs/c1/1.txt", "docs/c2/2.txt"])
+
+
 def test_directories_emptied_up_to_but_never_the_root(
     sftp_client: paramiko.SFTPClient, archive_root: str
 ) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from retention.journal import JournalTag
 from retention.results import Reason
 
 Record = Mapping[str, Any]
@@ -82,6 +83,9 @@ class Batch(Generic[T]):
     for the ledger digest; how many items it holds is known once it is erased."""
     observe: Callable[[int], None] | None = None
     """Called by ``erase`` with the number of items the batch turned out to hold (sizes the next)."""
+    tag: JournalTag | None = None
+    """Set by the engine on a database batch: the store writes its outcome to the erase journal in
+    the batch's own transaction (``retention.journal``)."""
 
     @property
     def count(self) -> int:

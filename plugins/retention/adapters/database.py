@@ -41,6 +41,7 @@ from retention.adapters.base import (
 from retention.clock import Cutoff
 from retention.dberrors import db_errors
 from retention.errors import TerminalError, TransientError, UnknownLocationError, UnsafeTargetError
+from retention.journal import EraseJournal, JournalTag
 from retention.locations import DatabaseLocation, FieldRule, Hop
 from retention.paths import is_prefix, naming_prefixes, parses, placeholders, render
 from retention.pseudonym import pseudonymise
@@ -260,9 +261,13 @@ class DatabaseAdapter:
 
     store = "database"
 
-    def __init__(self, engine: Engine, *, batch_size: int = 50_000) -> None:
+    def __init__(
+        self, engine: Engine, *, batch_size: int = 50_000, journal: EraseJournal | None = None
+    ) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.journal = journal
+        """Where each batch transaction notes what it erased (``retention.journal``); None: nowhere."""
         self.statements = 0
         self._tables: dict[str, sa.Table] = {}
         self._reflected = False
@@ -355,15 +360,11 @@ class DatabaseAdapter:
         outcome = EraseOutcome()
         for lo, hi in batch.items:
             conds = [*self._conditions(target, holds), *self._range(target.selection, lo, hi)]
-            done = self._run(lambda c, conds=conds: self._apply(c, target, conds, holds), write=True)
-            if target.action == "delete":
-                outcome.erased += done
-            else:
-                outcome.anonymised += done
-            if target.via and target.action == "delete" and target.shared == "anonymise":
-                outcome.anonymised += self._run(
-                    lambda c, conds=conds: self._anonymise_shared(c, target, conds, holds), write=True
-                )
+            erased, anonymised = self._run(
+                lambda c, conds=conds: self._erase_range(c, target, conds, holds, batch.tag), write=True
+            )
+            outcome.erased += erased
+            outcome.anonymised += anonymised
         if batch.observe is not None:
             batch.observe(outcome.erased + outcome.anonymised)
         # A key range never counted its rows: its held ones are counted when looking again.
@@ -373,6 +374,25 @@ class DatabaseAdapter:
             if held:
                 outcome.keep(Reason.LEGAL_HOLD, held)
         return outcome
+
+    def _erase_range(
+        self,
+        conn: Connection,
+        target: TableTarget,
+        conds: list[sa.ColumnElement[bool]],
+        holds: HoldSet,
+        tag: JournalTag | None,
+    ) -> tuple[int, int]:
+        """One transaction: the range's rows erased (and the shared rows it reaches anonymised), and
+        what that did noted in the erase journal, so that it commits with them or not at all."""
+        done = self._apply(conn, target, conds, holds)
+        erased, anonymised = (done, 0) if target.action == "delete" else (0, done)
+        if target.via and target.action == "delete" and target.shared == "anonymise":
+            anonymised += self._anonymise_shared(conn, target, conds, holds)
+        if self.journal is not None and tag is not None and (erased or anonymised):
+            self.statements += 1
+            self.journal.write(conn, tag, erased, anonymised)
+        return erased, anonymised
 
     def verify(self, target: TableTarget) -> VerifyOutcome:
         """Count the selected rows still present (or not anonymised), the held ones kept, and the

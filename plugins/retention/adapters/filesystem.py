@@ -131,7 +131,7 @@ class FilesystemAdapter:
                 for item in sorted(todo, key=_order):
                     result = _erase_one(cursor, item)
                     _tally(outcome, result)
-                    if result == GONE:
+                    if result in (GONE, NO_WAY):
                         outcome.absent.append(item.path)
                 cursor.leave_all(prune=True)
             finally:

@@ -128,6 +128,7 @@ class SftpAdapter:
             if result == ERASED:
                 outcome.erased += 1
             elif result == NO_WAY:
+                outcome.absent.append(item.path)  # its directory is gone (pruned), and it with it
                 continue
             elif result == GONE:
                 outcome.absent.append(item.path)

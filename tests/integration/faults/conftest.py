@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +29,8 @@ from retention_airflow import clients
 from tests.integration.conftest import WorldEnv
 from tests.integration.test_dags import _Webhook, airflow_world, dag  # noqa: F401 - the fixture
 from tests.integration.test_engine_world import archive_files, s3_keys, table_ids
+
+NIGHTLY_CONF = {"dry_run": False, "as_of": NOW.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,19 @@ class Faulty:
     alerts: _Webhook
     before: Snapshot
 
-    def nightly(self, *, retried: str | None = None) -> Any:
+    def nightly(self, *, retried: str | None = None, logical_date: datetime | None = None) -> Any:
         """One run of ``retention_nightly`` at the world's moment; its DagRun. Retries are off, but
-        for the task ``retried`` (one retry at once: Airflow resuming the step in the same run)."""
+        for the task ``retried`` (one retry at once: Airflow resuming the step in the same run).
+        With ``logical_date`` of a run that exists, that run goes on (its tasks cleared and run again)."""
         nightly = dag("retention_nightly")
         for t in nightly.tasks:
             t.retries = 1 if t.task_id == retried else 0
             if t.task_id == retried:
                 t.retry_delay = timedelta(0)
                 t.retry_exponential_backoff = False
-        return nightly.test(run_conf={"dry_run": False, "as_of": NOW.isoformat()})
+        if logical_date is not None:
+            return nightly.test(run_after=logical_date, logical_date=logical_date, run_conf=NIGHTLY_CONF)
+        return nightly.test(run_conf=NIGHTLY_CONF)
 
     def heal(self) -> None:
         for proxy in (self.db, self.ledger, self.s3, self.sftp):

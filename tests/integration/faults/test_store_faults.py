@@ -71,6 +71,25 @@ def test_per_key_delete_errors_keep_those_files_rows_and_a_rerun_completes(fault
 
 
 @pytest.mark.faults
+def test_a_database_commit_whose_answer_was_lost_is_counted_once_by_the_retry(faulty: Faulty) -> None:
+    f = faulty
+    # The first deleting transaction's COMMIT reaches the server; its answer never comes back.
+    f.db.drop_when_sent(b"COMMIT", armed_by=b"DELETE FROM contact_persons", deliver=True)
+    run = f.nightly(retried="erase_databases")
+    assert f.db.triggered.is_set(), "the commit's answer was lost"
+    assert run.state == "success", "Airflow's retry resumed the database pass in the same run"
+    reconciled = [
+        e
+        for e in Ledger(f.env.engine).entries(run_id=run.run_id, limit=1000)
+        if e["store"] == "database" and (e.get("detail") or {}).get("reconciled")
+    ]
+    assert reconciled and all(e["count"] > 0 for e in reconciled), (
+        "the committed batch is counted by the retry, from the erase journal"
+    )
+    assert_nightly_end_state(f, [run.run_id])
+
+
+@pytest.mark.faults
 def test_the_business_database_connection_dropped_mid_batch(faulty: Faulty) -> None:
     f = faulty
     f.db.drop_when_sent(b"DELETE FROM", nth=2, then_refuse=True)
