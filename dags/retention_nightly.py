@@ -15,6 +15,7 @@ from retention_airflow.tasks import (
     FILE_STORE_POOLS,
     GROUP,
     CapApprovalOperator,
+    PolicySetApprovalOperator,
     erase_databases,
     erase_store,
     erase_task_id,
@@ -32,7 +33,9 @@ database, S3 (every version and delete marker) and the SFTP archive; then it loo
 prove the data is gone, and records every decision in the ledger (`retention_ledger`).
 
 **Flow**: `prepare_run` validates the policies against the live schema (an invalid set fails
-here, before anything is touched) and fixes the run's clock → per category (mapped task group
+here, before anything is touched) and fixes the run's clock → `approve_policy_set` (asks a
+human only when the deployed policy set differs from the one last approved; every category's
+`approve` and erasure wait for it, its `plan` does not) → per category (mapped task group
 `category`): `plan` (counts only) → `approve` (asks a human only when the plan is over the
 category's blast-radius cap) → `erase_s3`, `erase_sftp`, `erase_filesystem`
 (one task per file store; a category's task for a store it does not use does nothing) →
@@ -76,6 +79,16 @@ summary's `undated` and a line `SUMMARY category=... never due by age`: an event
 happened yet (an open job, an active consent) is expected; an orphaned row (a NULL reference
 on the anchor's path) or a missing date is a data error to correct in the business system.
 
+**Runbook: a changed policy set.** When the policy files (or `_subject.yaml`, `_airflow.yaml`,
+`_accountability.yaml`) differ from the set last approved, `approve_policy_set` waits for an
+answer (Required actions) before anything is erased; the form shows both hashes, and the monitoring
+page says *awaiting approval*. Check that the deployed change is the reviewed one (`make validate`,
+`make ropa`, the policy repository's history). *Approve* puts it in force: the run goes on, each
+category still under its own cap, and later runs under the same set do not ask. *Reject* erases
+nothing tonight (every category is reported as `policy_change_not_approved`) and the next run
+asks again; deploy the set you want and let it ask. The first real run of a new installation puts
+its set in force without asking, and the ledger records that.
+
 **Runbook: an approval.** A category over its cap (`cap` in its policy) waits in
 `category.approve` (Required actions / the task's *Approve or reject* form). The form
 shows counts per location. *Approve* erases it now; *Reject* erases nothing tonight and is
@@ -109,6 +122,9 @@ files are erased, rows follow after the answer), so answer it the same morning.
 def retention_nightly() -> None:
     categories = prepare_run(mode="due")
     run = XComArg(categories.operator, key="run")
+    policy_set = PolicySetApprovalOperator(
+        task_id="approve_policy_set", response_timeout=timedelta(hours=12), **APPROVAL
+    )
 
     @task_group(group_id=GROUP)
     def per_category(category: str) -> None:
@@ -119,9 +135,11 @@ def retention_nightly() -> None:
             )
             for store in FILE_STORES
         ]
-        plan(run, category) >> approve >> erase
+        # The category's plan counts meanwhile; its erasure waits for the policy set's approval too.
+        [plan(run, category), policy_set] >> approve >> erase
 
     files = per_category.expand(category=categories)
+    categories >> policy_set
     files >> erase_databases(run, categories) >> finish_nightly(run, categories)
 
 

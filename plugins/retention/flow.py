@@ -33,7 +33,7 @@ from retention.engine import (
     selection_for,
 )
 from retention.errors import RetentionError, TerminalError
-from retention.ledger import ChainStatus, Ledger, LedgerEntry
+from retention.ledger import POLICY_SET, ChainStatus, Ledger, LedgerEntry
 from retention.locations import S3Location
 from retention.policy import Policy, check_against_schema
 from retention.results import (
@@ -80,6 +80,7 @@ def describe(ctx: RunContext) -> RunInfo:
         stores={p.id: tuple(p.stores()) for p in policies},
         reason=ctx.reason if subject else None,
         places=places(ctx),
+        approved_policy_set=ctx.ledger.approved_policy_set() if ctx.ledger is not None else None,
     )
 
 
@@ -237,6 +238,50 @@ class Clearance:
 
     plan: CategoryPlan | None
     decision: Decision | None = None
+    policy_set: Decision | None = None
+    """The human's answer to the run's policy change (``policy_set_decision``); None: none needed."""
+
+
+def policy_set_decision(run: RunInfo, answer: Decision | None) -> Decision | None:
+    """The answer to the run's policy change; None when there is nothing to approve (the set is the
+    one approved, or the first; a dry run; a customer's request, which privacy staff started)."""
+    if run.dry_run or run.mode != "due" or not run.policy_change:
+        return None
+    return answer or Decision.NO_ANSWER
+
+
+def policy_skips(run: RunInfo, decision: Decision | None) -> dict[str, Skip]:
+    """Every category, when the run's policy change was not approved: nothing is erased under it."""
+    if decision is None or decision is Decision.APPROVED:
+        return {}
+    return {category: Skip(Reason.POLICY_CHANGE) for category in run.categories}
+
+
+def record_policy_set(ctx: RunContext, run: RunInfo, decision: Decision | None) -> None:
+    """The ledger entry that puts a policy set in force (approved, or the first real nightly run's),
+    or that says a change was rejected or left unanswered."""
+    if run.dry_run or run.mode != "due":
+        return
+    detail: dict[str, object]
+    if run.approved_policy_set is None:
+        decision, detail = Decision.APPROVED, {"first": True}
+    elif decision is None:
+        return
+    else:
+        detail = {"previous": run.approved_policy_set}
+    _ledger(ctx).append(
+        LedgerEntry(
+            run_id=ctx.run_id,
+            store="*",
+            location="*",
+            action=POLICY_SET,
+            outcome=DECISION_OUTCOMES[decision],
+            count=0,
+            policy_set_hash=run.policy_set_hash,
+            reason=None if decision is Decision.APPROVED else Reason.POLICY_CHANGE.value,
+            detail=detail,
+        )
+    )
 
 
 def clearances(
@@ -253,6 +298,8 @@ def cleared(ctx: RunContext, category: str, clearance: Clearance | None) -> Skip
     approval clears it. And the cap is checked again from a fresh count: more due now than the
     cap allows without a human, or than the human approved, erases nothing.
     """
+    if clearance is not None and clearance.policy_set not in (None, Decision.APPROVED):
+        return Skip(Reason.POLICY_CHANGE)
     plan = clearance.plan if clearance is not None else None
     if plan is None:
         return Skip(Reason.NO_PLAN)
@@ -445,9 +492,16 @@ def raise_unless_proven(proof: Proof) -> None:
         raise TerminalError(f"{len(proof.failed_tasks)} task(s) failed: {shown}")
 
 
+DECISION_OUTCOMES = {
+    Decision.APPROVED: "approved",
+    Decision.REJECTED: "rejected",
+    Decision.NO_ANSWER: "skipped",
+}
+"""A human's decision -> the outcome of its ledger entry."""
+
+
 def record_decisions(ctx: RunContext, decided: Mapping[str, Decision]) -> None:
     """One ledger entry per human decision (approved, rejected, unanswered)."""
-    outcome = {Decision.APPROVED: "approved", Decision.REJECTED: "rejected", Decision.NO_ANSWER: "skipped"}
     _ledger(ctx).append_many(
         [
             LedgerEntry(
@@ -456,7 +510,7 @@ def record_decisions(ctx: RunContext, decided: Mapping[str, Decision]) -> None:
                 store="*",
                 location="*",
                 action="approval",
-                outcome=outcome[d],
+                outcome=DECISION_OUTCOMES[d],
                 count=0,
                 policy_set_hash=ctx.policies.hash,
                 reason=Reason.NO_ANSWER.value if d is Decision.NO_ANSWER else None,
@@ -481,6 +535,7 @@ def finish(
     backlog_runs: int = BACKLOG_RUNS,
     tombstones: Tombstones | None = None,
     anchors: Sequence[Anchor] = (),
+    policy_set: Decision | None = None,
 ) -> RunSummary:
     """Record the decisions and the run summary, verify the chain; fail if anything is unproven, or if
     due data was left behind for the same reason (other than a lawful keep) ``backlog_runs`` nights running.
@@ -488,8 +543,10 @@ def finish(
     With ``tombstones``, a real nightly run also deletes the tombstones whose retention has ended.
     ``anchors``: the latest anchors of the chain head (``retention.anchor``); a chain that disagrees
     with one fails the run like a broken chain.
+    ``policy_set``: the answer to the run's policy change (``policy_set_decision``), recorded with it.
     """
     record_decisions(ctx, decided)
+    record_policy_set(ctx, run, policy_set)
     _clear_keeps(ctx)
     purged = purge_tombstones(ctx, run, tombstones)
     proof = prove(ctx, run, skipped, failed_tasks, anchors)

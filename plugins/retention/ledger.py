@@ -63,6 +63,8 @@ GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
 
 MAX_PAGE = 1000
+POLICY_SET = "policy_set"
+"""The action of the entries that decide on a policy set; ``approved`` puts its hash in force."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,20 @@ class Ledger:
         with db_errors("ledger read"), self._engine.connect() as conn:
             row = conn.execute(sa.select(h.c.last_seq, h.c.last_hash).where(h.c.id == 1)).first()
         return None if row is None else (int(row[0]), str(row[1]))
+
+    def approved_policy_set(self) -> str | None:
+        """The hash of the newest policy set approved for erasing runs (action ``policy_set``, outcome
+        ``approved``); None if none was ever recorded."""
+        t = self._table
+        query = (
+            sa.select(t.c.policy_set_hash)
+            .where(t.c.action == POLICY_SET, t.c.outcome == "approved")
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        with db_errors("ledger read"), self._engine.connect() as conn:
+            found = conn.execute(query).scalar_one_or_none()
+        return None if found is None else str(found)
 
     def hash_at(self, seq: int) -> str | None:
         """The stored hash of entry ``seq`` (None if there is none): what an anchor is compared with."""

@@ -50,6 +50,9 @@ class Reason(StrEnum):
     """No plan was recorded for the category (its plan task failed or was marked done by hand)."""
     OVER_CAP = "over_cap"
     """At erase time more is due than the cap allows without a human, or than a human approved."""
+    POLICY_CHANGE = "policy_change_not_approved"
+    """The deployed policy set differs from the last one approved and no human approved it (rejected,
+    unanswered, or its approval task did not run): the nightly run erases nothing."""
 
     @property
     def accepted(self) -> bool:
@@ -72,7 +75,7 @@ class Reason(StrEnum):
         return self in _HUMAN
 
 
-_HUMAN = frozenset({Reason.AWAITING_APPROVAL, Reason.REJECTED, Reason.NO_ANSWER})
+_HUMAN = frozenset({Reason.AWAITING_APPROVAL, Reason.REJECTED, Reason.NO_ANSWER, Reason.POLICY_CHANGE})
 _LAWFUL = frozenset({Reason.LEGAL_HOLD, Reason.STATUTORY, Reason.STORAGE_LOCK})
 _ACCEPTED = _HUMAN | _LAWFUL
 
@@ -91,6 +94,7 @@ _WORDS = {
     Reason.BLOCKED_BY_REFERENCE: "still referenced by rows that stay",
     Reason.NO_PLAN: "no plan recorded; nothing erased",
     Reason.OVER_CAP: "more due at erase time than the cap or the approval allows; nothing erased",
+    Reason.POLICY_CHANGE: "the policy set changed and the change was not approved; nothing erased",
 }
 
 
@@ -277,9 +281,18 @@ class RunInfo:
     """Where the policies' names point in this deployment (``retention_settings``):
     ``s3:<policy bucket>`` -> the real bucket, ``sftp``/``filesystem`` -> the root. Every later
     step must see the same, and the run summary records it."""
+    approved_policy_set: str | None = None
+    """The hash of the policy set last approved for erasing runs (the ledger's newest
+    ``policy_set_approved``); None: none yet, and the first real nightly run puts its own in force."""
 
     def uses(self, category: str, store: str) -> bool:
         return store in self.stores.get(category, ())
+
+    @property
+    def policy_change(self) -> bool:
+        """Whether this run's policy set differs from the one last approved (a human must approve it
+        before a nightly run erases under it)."""
+        return self.approved_policy_set is not None and self.approved_policy_set != self.policy_set_hash
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Asset, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from retention.errors import RetentionError
 from retention.params import check_erasure_params
@@ -118,11 +118,32 @@ def _decisions(run: RunInfo) -> dict[str, Decision]:
 
 
 def _clearances(run: RunInfo) -> dict[str, Any]:
-    """Category -> what its erasure was cleared for (plan and decision), read from this run's XCom."""
+    """Category -> what its erasure was cleared for (plan and decisions), read from this run's XCom."""
+    import dataclasses
+
     from retention import flow
 
     plans, answers = _plans_and_answers(run)
-    return flow.clearances(run, plans, flow.decisions(run, plans, answers))
+    policy_set = _policy_set_decision(run)
+    return {
+        category: dataclasses.replace(clearance, policy_set=policy_set)
+        for category, clearance in flow.clearances(run, plans, flow.decisions(run, plans, answers)).items()
+    }
+
+
+def _policy_set_decision(run: RunInfo) -> Decision | None:
+    """The answer to the run's policy change (None: nothing to approve), from ``approve_policy_set``."""
+    from retention import flow
+
+    answer = get_current_context()["ti"].xcom_pull(task_ids=POLICY_SET_TASK, default=None)
+    return flow.policy_set_decision(run, _answer(answer))
+
+
+def _not_run(run: RunInfo) -> dict[str, Any]:
+    """The categories a human did not let go ahead (over their cap, or under an unapproved policy change)."""
+    from retention import flow
+
+    return {**flow.not_run(_decisions(run)), **flow.policy_skips(run, _policy_set_decision(run))}
 
 
 def _own_clearance(run: RunInfo, category: str) -> Any:
@@ -134,7 +155,7 @@ def _own_clearance(run: RunInfo, category: str) -> Any:
     plan = from_json(CategoryPlan, plan_value) if isinstance(plan_value, dict) else None
     answer = ti.xcom_pull(task_ids=f"{GROUP}.approve", map_indexes=ti.map_index, default=None)
     decided = flow.decisions(run, {category: plan}, {category: _answer(answer)})
-    return flow.Clearance(plan, decided.get(category))
+    return flow.Clearance(plan, decided.get(category), _policy_set_decision(run))
 
 
 def _database_pass() -> DatabasePass:
@@ -152,9 +173,7 @@ def _failed_tasks() -> list[str]:
 
 
 def _skipped(run: RunInfo, database: DatabasePass) -> dict[str, Skip]:
-    from retention import flow
-
-    return {**flow.not_run(_decisions(run)), **database.skipped}
+    return {**_not_run(run), **database.skipped}
 
 
 def _summary_line(result: StepResult) -> None:
@@ -275,10 +294,67 @@ class CapApprovalOperator(ApprovalOperator):
         if not isinstance(plan, dict):
             # Fail closed: a plan task that failed or was marked done by hand cleared nothing.
             raise AirflowFailException("no plan was recorded for this category: nothing is erased")
+        if _policy_set_decision(_run(ti.xcom_pull(task_ids="prepare_run", key="run"))) not in (
+            None,
+            Decision.APPROVED,
+        ):
+            raise AirflowSkipException("the changed policy set was not approved: nothing is erased")
         if not plan.get("needs_approval") or plan.get("dry_run"):
             log.info("SUMMARY category=%s approval not needed", plan.get("category"))
             return {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
         return super().execute(context)
+
+
+POLICY_SET_TASK = "approve_policy_set"
+RUN_FIELD = "{{{{ (ti.xcom_pull(task_ids='prepare_run', key='run') or {{}}).get('{field}') or '' }}}}"
+
+
+class PolicySetApprovalOperator(ApprovalOperator):
+    """Asks a human before a nightly run erases under a policy set that differs from the last one
+    approved (the ledger's newest ``policy_set`` approval).
+
+    The same set (or the first one, or a dry run) approves by itself at once; a changed one parks
+    in ``awaiting_input``. *Reject* skips every category's steps: nothing is erased under the new
+    set, ``finish_nightly`` records the rejection, and the next run asks again.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            subject="Approve the changed retention policies before tonight's erasure?",
+            body=(
+                "The deployed policy set differs from the one last approved for erasing runs.\n\n"
+                "| | policy set hash |\n|---|---|\n"
+                f"| last approved | `{RUN_FIELD.format(field='approved_policy_set')}` |\n"
+                f"| deployed now | `{RUN_FIELD.format(field='policy_set_hash')}` |\n\n"
+                "Compare the two in the policy repository (`make validate`, the record of processing). "
+                "*Approve* puts the deployed set in force: this run goes on and erases under it (each "
+                "category still under its own cap). *Reject* erases nothing tonight; the rejection is "
+                "recorded and the next run asks again."
+            ),
+            **kwargs,
+        )
+
+    def execute(self, context: Any) -> Any:
+        from retention import flow
+
+        value = context["ti"].xcom_pull(task_ids="prepare_run", key="run")
+        if not isinstance(value, dict):
+            raise AirflowFailException("no run was prepared: nothing is erased")
+        run = _run(value)
+        if flow.policy_set_decision(run, None) is None:
+            log.info("SUMMARY policy set %s approval not needed", run.policy_set_hash[:16])
+            return {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
+        log.info(
+            "SUMMARY policy set changed: approved=%s deployed=%s; waiting for a human",
+            (run.approved_policy_set or "")[:16],
+            run.policy_set_hash[:16],
+        )
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """The answer, as this task's XCom, also for *Reject*: every category's ``approve`` reads it and
+        skips (ApprovalOperator's own skipping would push no XCom and skip the final tasks too)."""
+        return HITLOperator.execute_complete(self, context=context, event=event)
 
 
 _HITL = {CapApprovalOperator.APPROVE: Decision.APPROVED, CapApprovalOperator.REJECT: Decision.REJECTED}
@@ -318,8 +394,7 @@ def erase_databases(run: dict[str, Any], categories: list[str]) -> dict[str, Any
 
     info = _run(run)
     with _erasing(info, info.categories), clients.run_context(info, subject=_subject()) as ctx:
-        decided = _decisions(info)
-        out = flow.database_pass(ctx, _file_steps(info), flow.not_run(decided), _clearances(info))
+        out = flow.database_pass(ctx, _file_steps(info), _not_run(info), _clearances(info))
     for r in out.results:
         _summary_line(r)
     for category, skip in out.skipped.items():
@@ -355,6 +430,7 @@ def finish_nightly(run: dict[str, Any], categories: list[str]) -> dict[str, Any]
             backlog_runs=clients.settings().backlog_alert_after,
             tombstones=graves,
             anchors=latest,
+            policy_set=_policy_set_decision(info),
         )
         if not info.dry_run and ctx.ledger is not None:
             published = anchor.publish(anchors, ctx.ledger, info.run_id)

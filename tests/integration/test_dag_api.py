@@ -21,16 +21,17 @@ import yaml
 
 from harness.world_rules import NOW, TABLES
 from retention.adapters.database import REDACTED
-from retention.ledger import Ledger
+from retention.ledger import Ledger, LedgerEntry
 from retention.policy import load_policies
 from tests.integration.api_server import ApiServer, api_server, fail_parked_tasks, serialize_dags
 from tests.integration.conftest import WorldEnv
-from tests.integration.test_dags import airflow_world, dag  # noqa: F401 - the wired-up world fixture
+from tests.integration.test_dags import _xcom, airflow_world, dag  # noqa: F401 - the wired-up world fixture
 from tests.integration.test_engine_world import archive_files, rows, s3_keys, table_ids
 
 NIGHTLY = "retention_nightly"
 ERASURE = "customer_erasure"
 APPROVE_TASK = "category.approve"
+POLICY_SET_TASK = "approve_policy_set"
 TIGHT = "correspondence"
 """The one category whose cap is tightened below its due count; every other cap is relaxed."""
 BLOCKED = "customer_master_data"
@@ -68,6 +69,7 @@ class Answerer:
     api: ApiServer
     map_index: int
     choice: str
+    task_id: str = APPROVE_TASK
     done: threading.Event = field(default_factory=threading.Event)
     answered: list[dict[str, Any]] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -97,7 +99,7 @@ class Answerer:
             ti = detail["task_instance"]
             if ti["state"] != "awaiting_input":
                 continue
-            expected = ti["task_id"] == APPROVE_TASK and ti["map_index"] == self.map_index
+            expected = ti["task_id"] == self.task_id and ti["map_index"] == self.map_index
             choice = self.choice if expected else "Reject"
             if not expected:
                 self.unexpected.append(f"{ti['task_id']}[{ti['map_index']}]")
@@ -117,9 +119,12 @@ class Answerer:
                 )
 
 
-def run_nightly_answering(api: ApiServer, map_index: int, choice: str) -> tuple[Any, Answerer]:
-    """``dag.test()`` of the nightly DAG here, with the answering operator in another thread."""
-    answerer = Answerer(api, map_index, choice)
+def run_nightly_answering(
+    api: ApiServer, map_index: int, choice: str, task_id: str = APPROVE_TASK
+) -> tuple[Any, Answerer]:
+    """``dag.test()`` of the nightly DAG here, with the answering operator in another thread; it
+    answers ``task_id`` (``map_index``) with ``choice`` and must be asked nothing else."""
+    answerer = Answerer(api, map_index, choice, task_id)
     thread = threading.Thread(target=answerer.run, name="hitl-answerer", daemon=True)
     thread.start()
     try:
@@ -129,13 +134,14 @@ def run_nightly_answering(api: ApiServer, map_index: int, choice: str) -> tuple[
         thread.join(timeout=60)
     assert not thread.is_alive(), "the answering thread did not stop"
     assert not answerer.problems, f"{answerer.problems}; parked tasks failed to end it: {answerer.aborted}"
-    assert not answerer.unexpected, f"approval requested by other tasks than {TIGHT}: {answerer.unexpected}"
+    assert not answerer.unexpected, f"approval requested by other tasks than {task_id}: {answerer.unexpected}"
     assert len(answerer.answered) == 1, answerer.answered
     answer = answerer.answered[0]
     assert answer["status"] == 200, answer
     assert answer["chosen"] == [choice], answer
     assert answer["run_id"] == run.run_id
-    assert answer["subject"].startswith(f"Approve erasure in {TIGHT} ("), answer["subject"]
+    if task_id == APPROVE_TASK:
+        assert answer["subject"].startswith(f"Approve erasure in {TIGHT} ("), answer["subject"]
     return run, answerer
 
 
@@ -310,3 +316,56 @@ def test_customer_erasure_refuses_hostile_trigger_parameters(api: ApiServer) -> 
             for run_id in after - before:
                 client.delete(f"/dags/{ERASURE}/dagRuns/{run_id}")
         assert len(cases) >= 20
+
+
+def test_a_changed_policy_set_is_erased_under_only_once_a_human_approves_it(
+    api: ApiServer,
+    airflow_world: WorldEnv,  # noqa: F811 - the fixture imported above
+) -> None:
+    env = airflow_world
+    ledger = Ledger(env.engine)
+    ledger.ensure_schema()
+    # The ledger of earlier nights: another policy set was the one approved.
+    earlier = "ab" * 32
+    ledger.append(
+        LedgerEntry(
+            run_id="scheduled__earlier",
+            store="*",
+            location="*",
+            action="policy_set",
+            outcome="approved",
+            count=0,
+            policy_set_hash=earlier,
+        )
+    )
+    deployed = load_policies(Path(os.environ["RETENTION_POLICY_DIR"])).hash
+    before = (table_ids(env), s3_keys(env), archive_files(env))
+
+    rejected, answerer = run_nightly_answering(api, -1, "Reject", task_id=POLICY_SET_TASK)
+
+    assert rejected.state == "success", "a rejection is a decision, not a failure"
+    assert "retention policies" in answerer.answered[0]["subject"]
+    assert (table_ids(env), s3_keys(env), archive_files(env)) == before, "nothing erased under the new set"
+    decided = [e for e in ledger.entries(run_id=rejected.run_id, limit=1000) if e["action"] == "policy_set"]
+    assert [(e["outcome"], e["policy_set_hash"], e["detail"]) for e in decided] == [
+        ("rejected", deployed, {"previous": earlier})
+    ]
+    summary = next(e for e in ledger.entries(run_id=rejected.run_id, limit=1000) if e["outcome"] == "summary")
+    assert summary["detail"]["not_erased"] == len(load_policies(Path(os.environ["RETENTION_POLICY_DIR"])).ids)
+    backlog = _xcom(rejected, "finish_nightly")["backlog"]
+    assert backlog and all(set(reasons) == {"policy_change_not_approved"} for reasons in backlog.values()), (
+        "what is due and left behind is counted under its reason"
+    )
+    assert ledger.approved_policy_set() == earlier
+
+    approved, _ = run_nightly_answering(api, -1, "Approve", task_id=POLICY_SET_TASK)
+
+    assert approved.state == "success"
+    assert ledger.approved_policy_set() == deployed
+    expected = env.world.expected_after_nightly()
+    after = table_ids(env)
+    for table in TABLES:
+        assert after[table] == before[0][table] - expected[table]["deleted"], table
+    assert not (env.world.s3_keys_expected_gone() & set(s3_keys(env)))
+    assert not (env.world.archive_paths_expected_gone() & archive_files(env))
+    assert ledger.verify_chain().ok

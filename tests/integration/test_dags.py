@@ -6,6 +6,7 @@ Expectations come from the generator's ground truth and from reading the stores 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from harness.world_rules import NOW, TABLES
 from harness.world_truth import Profile
 from retention.ledger import Ledger
+from retention.policy import load_policies
 from retention.results import RunSummary
 from retention.serde import from_json
 from tests.integration.conftest import POLICY_DIR, PSEUDONYM_KEY, WorldEnv
@@ -100,6 +102,8 @@ def test_nightly_run_erases_exactly_the_due_data(airflow_world: WorldEnv) -> Non
     assert not (env.world.s3_keys_expected_gone() & set(s3_keys(env)))
     assert not (env.world.archive_paths_expected_gone() & archive_files(env))
     assert Ledger(env.engine).verify_chain().ok
+    deployed = load_policies(Path(os.environ["RETENTION_POLICY_DIR"])).hash
+    assert Ledger(env.engine).approved_policy_set() == deployed, "the first real run puts its set in force"
 
 
 def _xcom(run: Any, task_id: str) -> Any:

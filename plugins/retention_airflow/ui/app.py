@@ -290,6 +290,7 @@ def overview(request: Request, _user: User) -> HTMLResponse:
             "leases": _lease_rows(reader.leases()),
             "runs": [(run, reader.run_categories(run.run_id)) for run in reader.recent_runs(RECENT_RUNS)],
             "receipts": reader.receipts(),
+            "approved_policy_set": reader.ledger.approved_policy_set(),
         }
         return {**data, "chain": site.checked_chain(reader)}
 
@@ -299,6 +300,7 @@ def overview(request: Request, _user: User) -> HTMLResponse:
     return site.render(
         request,
         "overview.html",
+        policy_change=_policy_change(site, data.pop("approved_policy_set")),
         deadlines=_deadlines(site),
         airflow_window=_airflow_window(site),
         pseudonym_keys=_pseudonym_keys(site, data.pop("key_periods")),
@@ -601,6 +603,18 @@ def record_of_processing(request: Request, _user: User) -> HTMLResponse:
         ledger_problem=ledger_problem,
         downloads=list(ROPA_DOWNLOADS),
     )
+
+
+def _policy_change(site: _Site, approved: str | None) -> dict[str, str] | None:
+    """The deployed policy set and the one last approved, when they differ (the next nightly run waits
+    for a human); None when they agree, no set was approved yet, or the policies cannot be loaded."""
+    try:
+        deployed = site.policies().hash
+    except Unavailable:
+        return None
+    if approved is None or approved == deployed:
+        return None
+    return {"deployed": deployed, "approved": approved}
 
 
 def _policy_set_use(site: _Site, policy_set_hash: str) -> tuple[PolicySetUse | None, str | None]:
