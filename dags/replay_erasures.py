@@ -43,8 +43,9 @@ archive from the same backup, before the scheduler runs anything against them. T
 this DAG with `restored_to` and `dry_run: true`, check the number of tombstones in
 `find_tombstones`'s `SUMMARY` line, and trigger it again with `dry_run: false`. A failed
 `replay_erasure` is cleared like a task of **customer_erasure** (every step is idempotent).
-If `replay_nightly` fails naming categories over their cap, the replays are done: trigger
-**retention_nightly** and approve those categories there. Tombstones are deleted by the nightly
+If `replay_nightly` fails naming categories over their cap, or because the deployed policy set
+is not the one last approved, the replays are done: trigger **retention_nightly** and approve
+those categories (or the policy set) there. Tombstones are deleted by the nightly
 run when *tombstones.keep* of _accountability.yaml (default 90 days: as long as backups are
 kept) has passed since the erasure; a backup older than that must not be restored.
 """

@@ -177,6 +177,12 @@ def replay_nightly() -> dict[str, Any]:
             stores=_file_stores(policies),
         ) as ctx,
     ):
+        approved_set = ctx.ledger.approved_policy_set() if ctx.ledger is not None else None
+        if not dry_run and approved_set not in (None, ctx.policies.hash):
+            raise AirflowFailException(
+                "the deployed policy set is not the one last approved, nothing erased by the nightly part; "
+                "the replayed erasures are done. Trigger retention_nightly and approve the policy set there."
+            )
         try:
             outcome = flow.run_all(
                 ctx, approved=approved, backlog_runs=clients.settings().backlog_alert_after, tombstones=graves

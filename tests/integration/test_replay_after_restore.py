@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from harness.world_rules import NOW
 from harness.world_truth import Profile
-from retention.ledger import Ledger
+from retention.ledger import Ledger, LedgerEntry
 from retention.tombstones import Tombstones
 from tests.integration import test_dags
 from tests.integration.conftest import WorldEnv
@@ -312,6 +312,35 @@ def test_a_restored_to_in_the_future_is_refused_before_anything_runs(replayable:
         "replay_nightly": "upstream_failed",
     }
     assert snapshot(env) == before and Ledger(replayable.ledger_db).count() == ledger_before
+
+
+def test_the_replays_nightly_part_erases_nothing_under_a_policy_set_not_yet_approved(
+    replayable: Replayable,
+) -> None:
+    env = replayable.env
+    # An earlier dry run leaves the ledger's database as runs do (and approves nothing).
+    assert (
+        dag("retention_nightly").test(run_conf={"dry_run": True, "as_of": NOW.isoformat()}).state == "success"
+    )
+    ledger = Ledger(replayable.ledger_db)
+    ledger.ensure_schema()
+    ledger.append(
+        LedgerEntry(
+            run_id="scheduled__earlier",
+            store="*",
+            location="*",
+            action="policy_set",
+            outcome="approved",
+            count=0,
+            policy_set_hash="cd" * 32,
+        )
+    )
+    before = snapshot(env)
+    restored_to = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    run = dag("replay_erasures").test(run_conf={"restored_to": restored_to, "dry_run": False})
+    assert run.state == "failed"
+    assert _task_states(run)["replay_nightly"] == "failed"
+    assert snapshot(env) == before, "nothing erased under the policy set no human approved"
 
 
 def _task_states(run: Any) -> dict[str, str]:
