@@ -21,12 +21,13 @@ import yaml
 
 from harness.world_rules import NOW, TABLES
 from retention.adapters.database import REDACTED
-from retention.ledger import Ledger, LedgerEntry
+from retention.ledger import Ledger
 from retention.policy import load_policies
 from tests.integration.api_server import ApiServer, api_server, fail_parked_tasks, serialize_dags
 from tests.integration.conftest import WorldEnv
 from tests.integration.test_dags import _xcom, airflow_world, dag  # noqa: F401 - the wired-up world fixture
 from tests.integration.test_engine_world import archive_files, rows, s3_keys, table_ids
+from tests.ledger_entries import policy_set_approved
 
 NIGHTLY = "retention_nightly"
 ERASURE = "customer_erasure"
@@ -327,17 +328,7 @@ def test_a_changed_policy_set_is_erased_under_only_once_a_human_approves_it(
     ledger.ensure_schema()
     # The ledger of earlier nights: another policy set was the one approved.
     earlier = "ab" * 32
-    ledger.append(
-        LedgerEntry(
-            run_id="scheduled__earlier",
-            store="*",
-            location="*",
-            action="policy_set",
-            outcome="approved",
-            count=0,
-            policy_set_hash=earlier,
-        )
-    )
+    ledger.append(policy_set_approved(earlier))
     deployed = load_policies(Path(os.environ["RETENTION_POLICY_DIR"])).hash
     before = (table_ids(env), s3_keys(env), archive_files(env))
 

@@ -26,11 +26,12 @@ import sqlalchemy as sa
 
 from harness.world_rules import NOW
 from harness.world_truth import Profile
-from retention.ledger import Ledger, LedgerEntry
+from retention.ledger import Ledger
 from retention.tombstones import Tombstones
 from tests.integration import test_dags
 from tests.integration.conftest import WorldEnv
 from tests.integration.test_dags import _conn_json, _xcom, dag
+from tests.ledger_entries import policy_set_approved
 
 airflow_world = test_dags.airflow_world
 """The world wired into Airflow as in production (``test_dags``'s fixture)."""
@@ -324,17 +325,7 @@ def test_the_replays_nightly_part_erases_nothing_under_a_policy_set_not_yet_appr
     )
     ledger = Ledger(replayable.ledger_db)
     ledger.ensure_schema()
-    ledger.append(
-        LedgerEntry(
-            run_id="scheduled__earlier",
-            store="*",
-            location="*",
-            action="policy_set",
-            outcome="approved",
-            count=0,
-            policy_set_hash="cd" * 32,
-        )
-    )
+    ledger.append(policy_set_approved("cd" * 32))
     before = snapshot(env)
     restored_to = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     run = dag("replay_erasures").test(run_conf={"restored_to": restored_to, "dry_run": False})

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from retention.ledger import Ledger, LedgerEntry
+from retention.ledger import Ledger
 from retention.policy import load_policies
+from tests.ledger_entries import policy_set_approved
 from tests.unit.test_ui_app import auth_manager, dom, viewer  # noqa: F401 - fixtures
 
 POLICIES = Path(__file__).resolve().parents[2] / "include" / "retention_policies"
@@ -32,20 +33,6 @@ def _overview(url: str, headers: dict[str, str]) -> str:
     return response.text
 
 
-def _approve(ledger: Ledger, policy_set_hash: str) -> None:
-    ledger.append(
-        LedgerEntry(
-            run_id="scheduled__n",
-            store="*",
-            location="*",
-            action="policy_set",
-            outcome="approved",
-            count=0,
-            policy_set_hash=policy_set_hash,
-        )
-    )
-
-
 def test_a_deployed_policy_set_that_differs_from_the_approved_one_is_shown_as_waiting(
     tmp_path: Path,
     viewer: dict[str, str],  # noqa: F811 - the fixture imported above
@@ -56,12 +43,12 @@ def test_a_deployed_policy_set_that_differs_from_the_approved_one_is_shown_as_wa
     deployed = load_policies(POLICIES).hash
     assert not dom(_overview(url, viewer)).find_all("p", data_testid="policy-change"), "none approved yet"
 
-    _approve(ledger, "0" * 64)
+    ledger.append(policy_set_approved("0" * 64))
     [shown] = dom(_overview(url, viewer)).find_all("p", data_testid="policy-change")
     assert (shown.attrs["data-deployed"], shown.attrs["data-approved"]) == (deployed, "0" * 64)
     assert "approve_policy_set" in shown.text()
 
-    _approve(ledger, deployed)
+    ledger.append(policy_set_approved(deployed))
     assert not dom(_overview(url, viewer)).find_all("p", data_testid="policy-change"), (
         "approved: nothing waits"
     )
