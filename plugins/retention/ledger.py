@@ -266,6 +266,8 @@ class Ledger:
             .limit(1)
         )
         with db_errors("ledger read"), self._engine.connect() as conn:
+            if not sa.inspect(conn).has_table(t.name):
+                return None  # no ledger yet: nothing was ever approved
             found = conn.execute(query).scalar_one_or_none()
         return None if found is None else str(found)
 
