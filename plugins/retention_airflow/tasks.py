@@ -131,11 +131,12 @@ def _clearances(run: RunInfo) -> dict[str, Any]:
     }
 
 
-def _policy_set_decision(run: RunInfo) -> Decision | None:
+def _policy_set_decision(run: RunInfo, ti: Any = None) -> Decision | None:
     """The answer to the run's policy change (None: nothing to approve), from ``approve_policy_set``."""
     from retention import flow
 
-    answer = get_current_context()["ti"].xcom_pull(task_ids=POLICY_SET_TASK, default=None)
+    ti = ti if ti is not None else get_current_context()["ti"]
+    answer = ti.xcom_pull(task_ids=POLICY_SET_TASK, default=None)
     return flow.policy_set_decision(run, _answer(answer))
 
 
@@ -294,10 +295,10 @@ class CapApprovalOperator(ApprovalOperator):
         if not isinstance(plan, dict):
             # Fail closed: a plan task that failed or was marked done by hand cleared nothing.
             raise AirflowFailException("no plan was recorded for this category: nothing is erased")
-        if _policy_set_decision(_run(ti.xcom_pull(task_ids="prepare_run", key="run"))) not in (
-            None,
-            Decision.APPROVED,
-        ):
+        run = ti.xcom_pull(task_ids="prepare_run", key="run")
+        if not isinstance(run, dict):
+            raise AirflowFailException("no run was prepared: nothing is erased")
+        if _policy_set_decision(_run(run), ti) not in (None, Decision.APPROVED):
             raise AirflowSkipException("the changed policy set was not approved: nothing is erased")
         if not plan.get("needs_approval") or plan.get("dry_run"):
             log.info("SUMMARY category=%s approval not needed", plan.get("category"))

@@ -99,11 +99,13 @@ def test_which_reasons_a_run_may_end_green_with() -> None:
         Reason.AWAITING_APPROVAL,
         Reason.REJECTED,
         Reason.NO_ANSWER,
+        Reason.POLICY_CHANGE,
     }
     assert {r for r in Reason if r.human_decision} == {
         Reason.AWAITING_APPROVAL,
         Reason.REJECTED,
         Reason.NO_ANSWER,
+        Reason.POLICY_CHANGE,
     }
 
 
