@@ -61,5 +61,5 @@ demo: system-deps venv ## Run the demo: services, a small world, Airflow on loca
 demo-stop: venv ## Stop everything the demo started
 	$(PY) -m harness.demo stop
 
-bench: system-deps venv ## Run the erasure benchmark (about 15 min; SCALE=0.1 for a quick one; see bench/README.md)
+bench: system-deps venv ## Run the erasure benchmark (about 17 min; SCALE=0.1 for a quick one; see bench/README.md)
 	$(PY) -m bench.run $(if $(SCALE),--scale $(SCALE))

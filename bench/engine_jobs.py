@@ -16,12 +16,14 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -38,19 +40,38 @@ from retention.stores import FILE_STORES
 
 
 def run_child(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the engine in a fresh interpreter (``--child``) and return what it measured."""
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
+    """Run the engine in a fresh interpreter (``--child``) and return what it measured.
+
+    The child's progress lines (stderr) are passed on as they come; its last stdout line is the result.
+    """
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-m", "bench.run", "--child"],
-        input=json.dumps(job),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
-        check=False,
     )
+    tail: deque[str] = deque(maxlen=15)
+
+    def relay(stream: IO[str]) -> None:
+        for line in stream:
+            tail.append(line.rstrip("\n"))
+            if line.startswith("bench: "):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    relaying = threading.Thread(target=relay, args=(proc.stderr,), daemon=True)
+    relaying.start()
+    # Not ``communicate``: it would read stderr too, racing the relay for its lines.
+    with proc.stdin as stdin:  # type: ignore[union-attr]
+        stdin.write(json.dumps(job))
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    proc.wait()
+    relaying.join()
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.splitlines()[-15:])
-        raise RuntimeError(f"the engine's child process failed ({job['mode']}):\n{tail}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"the engine's child process failed ({job['mode']}):\n" + "\n".join(tail))
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -87,12 +108,22 @@ def _requests(ctx: RunContext, store: str) -> int:
 
 
 def _erase_store(ctx: RunContext, store: str) -> dict[str, int]:
-    """Every category's step in one store, as the nightly run does it; summed counts."""
+    """Every category's step in one store, as the nightly run does it; summed counts (progress on stderr)."""
     totals = dict.fromkeys(("located", "erased", "anonymised", "kept", "remaining"), 0)
+    began = time.perf_counter()
     for policy in ctx.policies.policies:
         if store not in policy.stores():
             continue
+        started = time.perf_counter()
         result = execute_step(policy, store, ctx)
+        seconds = time.perf_counter() - started
+        done = result.erased + result.anonymised
+        so_far = totals["erased"] + totals["anonymised"] + done
+        rate = done / max(seconds, 1e-9)
+        say(
+            f"  {store}: {policy.id}: {done:,} items in {seconds:.1f} s ({rate:,.0f}/s); "
+            f"{so_far:,} in {time.perf_counter() - began:.1f} s so far"
+        )
         totals["located"] += result.located
         totals["erased"] += result.erased
         totals["anonymised"] += result.anonymised
@@ -106,6 +137,13 @@ def _due_child(job: Mapping[str, Any], engine: sa.Engine, policies: PolicySet) -
     statements = _statement_counter(engine)
     spec = SftpSpec(**job["sftp"])
     s3 = s3_client(job["s3_endpoint"]) if store == "s3" else None
+    operations: dict[str, int] = {}
+    if s3 is not None:
+        # Every API call by operation (botocore's retries not included, as in the adapter's count).
+        def count(model: Any, **_: Any) -> None:
+            operations[model.name] = operations.get(model.name, 0) + 1
+
+        s3.meta.events.register("before-call.s3", count)
     with ExitStack() as stack:
         started = time.perf_counter()
         # The SSH handshake is timed too: OpenSSH's client, the bound, pays for its own.
@@ -114,7 +152,10 @@ def _due_child(job: Mapping[str, Any], engine: sa.Engine, policies: PolicySet) -
         totals = _erase_store(ctx, store)
         wall = time.perf_counter() - started
     requests = statements[0] if store == "database" else _requests(ctx, store)
-    return {**totals, "wall_s": wall, "requests": requests, "adapter_statements": ctx.database.statements}
+    result = {**totals, "wall_s": wall, "requests": requests, "adapter_statements": ctx.database.statements}
+    if operations:
+        result["requests_by_operation"] = dict(sorted(operations.items()))
+    return result
 
 
 def _subject_child(job: Mapping[str, Any], engine: sa.Engine, policies: PolicySet) -> dict[str, Any]:

@@ -1,16 +1,17 @@
 """The benchmark's services and worlds: the three real servers, generated worlds and identical copies of them.
 
 A world is a database, a bucket and an archive directory filled by the harness generator; the
-bounds run on copies (``CREATE DATABASE ... TEMPLATE``, a mirrored bucket written in the same
-order, a copied archive directory), so every measurement starts from the same data.
+bounds and the DAG runs act on copies (``CREATE DATABASE ... TEMPLATE``, mirrored buckets
+written in the same order, a copied archive directory), so every measurement starts from the
+same data. A mirror may take only some of the objects (the due-constant 1x world's customers).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +44,25 @@ def start_services(workdir: Path, stack: ExitStack) -> Services:
     return Services(pg, s3, sftp)
 
 
-class _Mirrored:
-    """A boto3 client for the generator that writes every object to a second bucket as well."""
+KeyFilter = Callable[[str], bool]
+"""Which object keys a mirror bucket takes (None: all of them)."""
 
-    def __init__(self, client: Any, bucket: str, mirror: str) -> None:
+
+class _Mirrored:
+    """A boto3 client for the generator that writes every object to the mirror buckets as well
+    (to each only the keys its filter takes), in the same order."""
+
+    def __init__(self, client: Any, bucket: str, mirrors: Mapping[str, KeyFilter | None]) -> None:
         self._client = client
         self._bucket = bucket
-        self._mirror = mirror
+        self._mirrors = dict(mirrors)
 
     def put_object(self, **params: Any) -> Any:
         response = self._client.put_object(**params)
         if params.get("Bucket") == self._bucket:
-            self._client.put_object(**{**params, "Bucket": self._mirror})
+            for mirror, wanted in self._mirrors.items():
+                if wanted is None or wanted(str(params.get("Key"))):
+                    self._client.put_object(**{**params, "Bucket": mirror})
         return response
 
     def __getattr__(self, name: str) -> Any:
@@ -70,18 +78,30 @@ class Built:
     bucket: str
     archive_root: str
     world: World
-    bound_bucket: str | None = None
+    mirrors: dict[str, str] = field(default_factory=dict)
+    """Suffix -> the name of a bucket written in the same order as ``bucket`` (``bound``, ...)."""
+
+    @property
+    def bound_bucket(self) -> str | None:
+        """The raw S3 loop's copy of the bucket."""
+        return self.mirrors.get("bound")
 
 
-def build_world(svc: Services, name: str, sizes: Sizes, *, mirror: bool = False) -> Built:
-    """Generate a world into a new database, bucket and archive directory (``mirror``: a second bucket)."""
+def build_world(
+    svc: Services, name: str, sizes: Sizes, *, mirrors: Mapping[str, KeyFilter | None] | None = None
+) -> Built:
+    """Generate a world into a new database, bucket and archive directory, with progress on stderr.
+
+    ``mirrors``: suffix -> key filter of further buckets the generator writes in the same order
+    (bucket ``bench-<name>-<suffix>``; a filter None takes every object).
+    """
     url = svc.pg.create_database(f"world_{name}")
     bucket = svc.s3.create_bucket(f"bench-{name}")
-    bound_bucket = svc.s3.create_bucket(f"bench-{name}-bound") if mirror else None
+    made = {suffix: svc.s3.create_bucket(f"bench-{name}-{suffix}") for suffix in mirrors or {}}
     root = svc.sftp.archive_root / name
     root.mkdir()
     client = svc.s3.client()
-    writer = _Mirrored(client, bucket, bound_bucket) if bound_bucket else client
+    writer = _Mirrored(client, bucket, {made[k]: f for k, f in (mirrors or {}).items()}) if made else client
     engine = sa.create_engine(url)
     try:
         with sftp_session(svc.sftp.spec) as sftp:
@@ -93,15 +113,21 @@ def build_world(svc: Services, name: str, sizes: Sizes, *, mirror: bool = False)
                 archive_root=str(root),
                 size=sizes.world(),
                 keep_truth=False,
+                progress=True,
             )
         Ledger(engine).ensure_schema()
     finally:
         engine.dispose()
-    return Built(name, url, bucket, str(root), world, bound_bucket)
+    return Built(name, url, bucket, str(root), world, made)
 
 
-def copy_world(svc: Services, built: Built, suffix: str) -> tuple[str, str]:
-    """An identical copy of a world's database and archive directory; returns (database URL, archive root)."""
+def copy_world(
+    svc: Services, built: Built, suffix: str, files: Callable[[str], bool] | None = None
+) -> tuple[str, str]:
+    """An identical copy of a world's database and archive directory; returns (database URL, archive root).
+
+    ``files`` takes the archive's top-level entries to copy (None: all of them).
+    """
     source, target = f"world_{built.name}", f"world_{built.name}_{suffix}"
     svc.pg.admin(
         sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
@@ -109,7 +135,13 @@ def copy_world(svc: Services, built: Built, suffix: str) -> tuple[str, str]:
         )
     )
     root = f"{built.archive_root}_{suffix}"
-    shutil.copytree(built.archive_root, root, symlinks=True)
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        if files is None or Path(directory) != Path(built.archive_root):
+            return []
+        return [n for n in names if not files(n)]
+
+    shutil.copytree(built.archive_root, root, symlinks=True, ignore=ignore)
     return svc.pg.url_for(target), root
 
 

@@ -96,8 +96,8 @@ def test_keys_extending_another_due_key_are_listed_once(s3_client: Any, s3_bucke
 
     assert (outcome.erased, outcome.failed) == (4, 0)
     assert stored(s3_client, s3_bucket) == untouched
-    # HeadBucket + one listing (prefix "docs/1") + GetObjectLockConfiguration + DeleteObjects
-    assert adapter.requests == 4
+    # One listing (prefix "docs/1") + DeleteObjects: nothing else while S3 refuses nothing
+    assert adapter.requests == 2
 
 
 def test_prefix_template_erases_everything_under_the_prefix_only(s3_client: Any, s3_bucket: str) -> None:
@@ -135,7 +135,8 @@ def test_held_subjects_and_held_prefixes_are_kept_and_reported(s3_client: Any, s
 
     outcome = run(adapter, t)
 
-    assert holds_read == 1
+    # Read when locating (a batch holds 1,000 versions to delete) and again right before erasing.
+    assert holds_read == 2
     assert (outcome.erased, outcome.kept, outcome.failed) == (6, {"legal_hold": 6}, 0)
     assert {k for k, _ in stored(s3_client, s3_bucket)} == {
         "cust/2/a.pdf",
@@ -185,7 +186,11 @@ def test_object_lock_retention_and_legal_hold_are_kept_with_their_until_date(
 
     assert (outcome.erased, outcome.failed, outcome.kept) == (2, 0, {Reason.STORAGE_LOCK: 3})
     assert outcome.kept_until == {Reason.STORAGE_LOCK: latest.isoformat(timespec="seconds")}
+    assert outcome.errors == []  # the refusals are explained by the locks
     assert stored(s3_client, bucket) == locked
+    # A listing, DeleteObjects (S3 refuses the 3 locked versions), the bucket's lock configuration,
+    # HeadObject per refused version.
+    assert adapter.requests == 1 + 1 + 1 + 3
     verified = adapter.verify(t)
     assert (verified.remaining, verified.kept) == (0, 3)
 
@@ -273,8 +278,17 @@ def test_an_unsafe_rendered_key_is_refused_before_any_listing(
     with pytest.raises(UnsafeTargetError):
         list(adapter.locate(target(s3_bucket, template, records)))
 
-    assert adapter.requests == 1  # HeadBucket only
+    assert adapter.requests == 0  # nothing listed
     assert stored(s3_client, s3_bucket) == before
+
+
+def test_a_target_naming_nothing_asks_nothing(s3_client: Any) -> None:
+    adapter = S3Adapter(s3_client)
+    t = target(f"missing-{uuid.uuid4().hex[:12]}", "docs/{id}.txt", [])
+
+    assert list(adapter.locate(t)) == []
+    assert (adapter.verify(t).remaining, adapter.verify(t).kept) == (0, 0)
+    assert adapter.requests == 0
 
 
 def test_a_connection_failure_is_transient() -> None:
@@ -299,8 +313,8 @@ def test_a_listing_larger_than_a_batch_is_paged_and_erased_completely(s3_client:
     assert stored(s3_client, s3_bucket, "big/1/") == set()
     assert len(stored(s3_client, s3_bucket, "big/2/")) == 2
     pages = math.ceil(2 * objects / 100)
-    # HeadBucket + list pages + GetObjectLockConfiguration + DeleteObjects per 1,000 versions
-    assert adapter.requests == 1 + pages + 1 + math.ceil(2 * objects / MAX_BATCH)
+    # List pages + DeleteObjects per 1,000 versions
+    assert adapter.requests == pages + math.ceil(2 * objects / MAX_BATCH)
 
 
 def test_request_count_for_erasing_n_objects_with_two_versions_each(s3_client: Any, s3_bucket: str) -> None:
@@ -317,8 +331,8 @@ def test_request_count_for_erasing_n_objects_with_two_versions_each(s3_client: A
     erase_requests = shared.requests
     assert shared.verify(t).remaining == 0
     assert (outcome.erased, outcome.failed) == (2 * n, 0)
-    # HeadBucket + two listing pages + GetObjectLockConfiguration + DeleteObjects; verify lists once
-    assert erase_requests == 1 + 2 + 1 + deletes
+    # Two listing pages + DeleteObjects; verify lists once
+    assert erase_requests == 2 + deletes
     assert shared.requests == erase_requests + 1
 
     # Listed key by key (what a batch of one key gets): a listing per record, each way.
@@ -329,6 +343,6 @@ def test_request_count_for_erasing_n_objects_with_two_versions_each(s3_client: A
     erase_requests = each.requests
     assert each.verify(t).remaining == 0
     assert (outcome.erased, outcome.failed) == (2 * n, 0)
-    assert erase_requests == 1 + n + 1 + deletes
+    assert erase_requests == n + deletes
     assert each.requests == erase_requests + n
     print(f"\nS3 requests for {n} objects x 2 versions: shared {shared.requests}, per key {each.requests}")

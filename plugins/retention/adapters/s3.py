@@ -7,6 +7,14 @@ id, so nothing of the object survives in the bucket's history. Versions of held
 subjects or under held prefixes, and versions protected by S3 Object Lock, are
 kept and reported. Every API call is counted in ``requests``.
 
+Requests: a step makes list pages, DeleteObjects requests and the verifying list pages, and
+nothing else while all goes well. A missing bucket fails the first listing (``NoSuchBucket``:
+``UnknownLocationError``); where no record names a key nothing is listed, nothing can be erased
+or left, and the bucket is not asked about. S3 itself refuses to delete a version under Object
+Lock, so the lock is looked up (the bucket's configuration once, then HeadObject) only for
+versions that were refused or that remain when looking again. A batch holds up to 1,000
+versions that are not held when it is located, so that each DeleteObjects is full.
+
 Listing: a batch of records naming two or more keys (or prefixes) is served by a single
 listing of their common prefix that stops after the last of them, because listing each key
 costs a request per key where the shared listing costs a request per 1,000 versions. Should
@@ -49,7 +57,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MAX_BATCH = 1000
-"""Versions per batch, and keys per DeleteObjects request (the S3 maximum)."""
+"""Versions a batch may delete (those not held when it was located), and keys per DeleteObjects
+request (the S3 maximum)."""
+MAX_BATCH_ITEMS = 2 * MAX_BATCH
+"""Versions per batch in all, the held ones riding along included (memory stays bounded)."""
 
 SHARED_LISTING_FROM = 2
 """Keys (or prefixes) a record batch must name before they are listed through their common prefix.
@@ -243,14 +254,22 @@ class S3Adapter:
         self.requests = 0
 
     def locate(self, target: S3Target) -> Iterator[Batch[S3Version]]:
-        """Yield every version and delete marker the target selects, up to 1,000 a batch; touch nothing."""
-        self._check_bucket(target.bucket)
+        """Yield every version and delete marker the target selects; touch nothing.
+
+        A batch holds up to ``MAX_BATCH`` versions not held now (one full DeleteObjects), and the
+        held ones listed among them, at most ``MAX_BATCH_ITEMS`` in all. ``erase`` reads the holds again.
+        """
+        yield from self._located(target, target.holds())
+
+    def _located(self, target: S3Target, holds: HoldSet) -> Iterator[Batch[S3Version]]:
         buffer: list[S3Version] = []
+        free = 0
         for version in self._selected(target):
             buffer.append(version)
-            if len(buffer) == MAX_BATCH:
+            free += not _held(version, holds)
+            if free == MAX_BATCH or len(buffer) == MAX_BATCH_ITEMS:
                 yield _batch(buffer)
-                buffer = []
+                buffer, free = [], 0
         if buffer:
             yield _batch(buffer)
 
@@ -259,19 +278,15 @@ class S3Adapter:
         return self.locate(target)
 
     def erase(self, target: S3Target, batch: Batch[S3Version]) -> EraseOutcome:
-        """Delete the batch's versions not held or locked now; per-key refusals are counted as failed."""
-        self._check_bucket(target.bucket)
+        """Delete the batch's versions not held or shared now; S3 refuses those under Object Lock, which
+        are then kept with their until-date (``_refused``); other per-key refusals are counted as failed."""
         outcome = EraseOutcome()
-        locks = self._locks(target.bucket, batch.items)
-        # Holds are read after the (slow) lock checks so that they are as fresh as possible.
         holds = target.holds()
         shared = target.shared(sorted({v.key for v in batch.items}))
         doomed: list[S3Version] = []
-        for index, version in enumerate(batch.items):
+        for version in batch.items:
             if _held(version, holds):
                 outcome.keep(Reason.LEGAL_HOLD, records=version.records)
-            elif index in locks:
-                outcome.keep(Reason.STORAGE_LOCK, until=locks[index].until, records=version.records)
             elif version.key in shared:
                 outcome.keep(Reason.SHARED_WITH_NOT_DUE, records=version.records)
             else:
@@ -281,17 +296,15 @@ class S3Adapter:
         return outcome
 
     def verify(self, target: S3Target) -> VerifyOutcome:
-        """Look again: versions still selected count as remaining unless held or locked (then as kept)."""
+        """Look again: versions still selected count as remaining unless held, shared or locked (kept)."""
         holds = target.holds()
         remaining = kept = 0
-        for batch in self.locate(target):
-            locks = self._locks(target.bucket, batch.items)
+        for batch in self._located(target, holds):
             shared = target.shared(sorted({v.key for v in batch.items}))
-            for index, version in enumerate(batch.items):
-                if _held(version, holds) or index in locks or version.key in shared:
-                    kept += 1
-                else:
-                    remaining += 1
+            left = [v for v in batch.items if not (_held(v, holds) or v.key in shared)]
+            locked = len(self._locks(target.bucket, left))
+            kept += batch.count - len(left) + locked
+            remaining += len(left) - locked
         return VerifyOutcome(remaining=remaining, kept=kept)
 
     def _selected(self, target: S3Target) -> Iterator[S3Version]:
@@ -381,12 +394,42 @@ class S3Adapter:
             "delete_objects", bucket, Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
         )
         errors = response.get("Errors") or []
-        outcome.failed += len(errors)
         outcome.erased += len(versions) - len(errors)
-        for error in errors:
+        for error in self._refused(bucket, versions, errors, outcome):
+            outcome.failed += 1
             code = error_code({"Error": error})
             if code not in outcome.errors and len(outcome.errors) < _MAX_ERROR_CODES:
                 outcome.errors.append(code)
+
+    def _refused(
+        self,
+        bucket: str,
+        versions: Sequence[S3Version],
+        errors: Sequence[Mapping[str, Any]],
+        outcome: EraseOutcome,
+    ) -> list[Mapping[str, Any]]:
+        """Count the refused versions Object Lock keeps as kept; return the refusals it does not explain.
+
+        S3 refuses to delete a locked version itself, so the lock is looked up only after a refusal
+        (the bucket's configuration once, then HeadObject per refused version). An error names its
+        key, and its version where the server says it (moto does not).
+        """
+        if not errors or not self._object_lock_enabled(bucket):
+            return list(errors)
+        unexplained: list[Mapping[str, Any]] = []
+        candidates = list(versions)
+        now = datetime.now(UTC)
+        for error in errors:
+            lock: _Lock | None = None
+            for version in [v for v in candidates if _names(error, v) and not v.is_delete_marker]:
+                lock = self._lock_of(bucket, version, now)
+                if lock is not None:
+                    outcome.keep(Reason.STORAGE_LOCK, until=lock.until, records=version.records)
+                    candidates.remove(version)
+                    break
+            if lock is None:
+                unexplained.append(error)
+        return unexplained
 
     def _locks(self, bucket: str, versions: Sequence[S3Version]) -> dict[int, _Lock]:
         """The Object Lock in force on each version, by position; empty if the bucket has no Object Lock."""
@@ -433,13 +476,16 @@ class S3Adapter:
     def _check_bucket(self, bucket: str) -> None:
         if bucket not in self._known_buckets:
             self._call("head_bucket", bucket, Bucket=bucket)
-            self._known_buckets.add(bucket)
 
     def _call(self, method: str, bucket: str, tolerate: frozenset[str] = frozenset(), **params: Any) -> Any:
-        """Call one S3 API, counting it; ``None`` for a tolerated error code, else a classified error."""
+        """Call one S3 API, counting it; ``None`` for a tolerated error code, else a classified error.
+
+        A call that succeeds proves the bucket exists (``_check_bucket`` then asks no more)."""
         self.requests += 1
         try:
-            return getattr(self._client, method)(**params)
+            response = getattr(self._client, method)(**params)
+            self._known_buckets.add(bucket)
+            return response
         except ClientError as exc:
             if error_code(exc.response) in tolerate:
                 return None
@@ -501,6 +547,12 @@ def _subject(record: Record, field: str) -> str | None:
 def _key(record: Record, field: str | None) -> str | None:
     value = record.get(field) if field else None
     return None if value is None else str(value)
+
+
+def _names(error: Mapping[str, Any], version: S3Version) -> bool:
+    """Whether a DeleteObjects error is about ``version`` (by key, and by version id if it has one)."""
+    named = error.get("VersionId")
+    return error.get("Key") == version.key and (not named or named == version.version_id)
 
 
 def _held(version: S3Version, holds: HoldSet) -> bool:
