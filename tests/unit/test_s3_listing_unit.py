@@ -231,6 +231,26 @@ def test_holds_still_apply_to_a_shared_listing() -> None:
     assert adapter.verify(t) == VerifyOutcome(remaining=0, kept=4)
 
 
+def test_held_versions_ride_along_and_every_deletion_request_is_full() -> None:
+    s3, records, kept = dense_world(2400)  # 1,200 due keys, 2,400 versions
+    held = frozenset(f"c{i}" for i in range(0, 400, 2))  # 200 of them held: 400 versions
+    on_hold = {kv for kv in s3.stored() if f"c{int(kv[0][5:-4])}" in held}
+    t = dataclasses.replace(target("docs/{id}.txt", records), holds=lambda: HoldSet(subjects=held))
+    adapter = S3Adapter(s3)
+
+    batches = list(adapter.locate(t))
+    outcome = EraseOutcome()
+    for batch in batches:
+        outcome.add(adapter.erase(t, batch))
+
+    free = [sum(1 for v in b.items if not v.subjects & held) for b in batches]
+    assert free == [1000, 1000] and sum(b.count for b in batches) == 2400  # the held ride along
+    assert (outcome.erased, outcome.kept) == (2000, {"legal_hold": 400})
+    assert s3.calls["delete_objects"] == 2
+    assert "head_bucket" not in s3.calls and "get_object_lock_configuration" not in s3.calls
+    assert s3.stored() == kept | on_hold
+
+
 @pytest.mark.parametrize("value", [0, 1])
 def test_the_shared_listing_threshold_must_name_at_least_two_keys(value: int) -> None:
     with pytest.raises(ValueError, match="shared_listing_from"):
