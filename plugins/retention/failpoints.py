@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 def reach(point: str) -> None:
     """Kill this process here if ``RETENTION_KILL_AT`` names ``point``; otherwise nothing."""
     wanted = os.environ.get(KILL_AT)
-    if not wanted or point not in wanted.split(","):
+    if not wanted:
+        return
+    named = wanted.split(",")
+    unknown = sorted(set(named) - set(POINTS))
+    if unknown:
+        raise ValueError(f"{KILL_AT} names no such point: {', '.join(unknown)}")
+    if point not in named:
         return
     log.warning("killing this process at %s (%s is set)", point, KILL_AT)
     for handler in logging.getLogger().handlers:

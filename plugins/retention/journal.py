@@ -118,18 +118,11 @@ class EraseJournal:
             if (loc, digest) in wanted
         }
 
-    def forget(self, run_id: str, category: str, batches: Iterable[tuple[str, str]] = ()) -> None:
-        """Forget the given batches (all of the step's when none are given), and every row of runs
-        older than ``STALE_AFTER``."""
+    def forget(self, run_id: str, category: str) -> None:
+        """Forget a finished step's rows, and every row of runs older than ``STALE_AFTER``."""
         t = self._table
-        step = [t.c.run_id == run_id, t.c.category == category]
         with db_errors("erase journal clear"), self._engine.begin() as conn:
-            chosen = sorted(set(batches))
-            if chosen:
-                for loc, digest in chosen:
-                    conn.execute(sa.delete(t).where(*step, t.c.location == loc, t.c.batch_digest == digest))
-            else:
-                conn.execute(sa.delete(t).where(*step))
+            conn.execute(sa.delete(t).where(t.c.run_id == run_id, t.c.category == category))
             conn.execute(sa.delete(t).where(t.c.recorded_at < datetime.now(UTC) - STALE_AFTER))
 
 

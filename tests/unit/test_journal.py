@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from retention import failpoints
 from retention.journal import unfinished_ranges
 
 
@@ -35,3 +38,11 @@ def test_the_same_range_text_in_two_tables_is_two_batches() -> None:
 def test_file_store_batches_are_not_the_journals() -> None:
     entries = [{"store": "sftp", "location": "sftp:x", "outcome": "planned", "items_digest": "d1"}]
     assert unfinished_ranges(entries) == {}
+
+
+def test_a_kill_point_that_does_not_exist_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(failpoints.KILL_AT, "after_erase:nowhere")
+    with pytest.raises(ValueError, match="no such point"):
+        failpoints.reach("after_erase:database")
+    monkeypatch.setenv(failpoints.KILL_AT, "before_database_pass")
+    failpoints.reach("after_erase:database")  # another point: nothing happens
