@@ -12,6 +12,7 @@ customer erasure runs through ``retention.flow``, the functions the DAG's tasks 
 
 from __future__ import annotations
 
+import cProfile
 import json
 import resource
 import subprocess
@@ -202,12 +203,19 @@ def child_main() -> int:
     job = json.loads(sys.stdin.read())
     engine = sa.create_engine(job["db_url"])
     policies = load_policies(POLICY_DIR)
+    profile = job.get("profile")
+    profiler = cProfile.Profile() if profile else None
     try:
+        if profiler is not None:
+            profiler.enable()
         if job["mode"] == "due":
             result = _due_child(job, engine, policies)
         else:
             result = _subject_child(job, engine, policies)
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         engine.dispose()
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))

@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Asset, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DownstreamTasksSkipped
 
 from retention.errors import RetentionError
 from retention.params import check_erasure_params
@@ -256,6 +256,26 @@ def prepare_run(mode: str) -> list[str]:
     return list(run.categories)
 
 
+def _skipping_unused_stores(
+    ti: Any, downstream: Collection[str], run: RunInfo, category: str, value: dict[str, Any]
+) -> dict[str, Any]:
+    """Return ``value``; first skip the erase tasks of file stores the category does not use among a
+    task's direct ``downstream``, this map index's only, so that none starts a process for nothing.
+
+    In a mapped group ``SkipMixin.skip`` only records the skipped ids for a dependency that looks
+    them up under map index -1 (Airflow 3.3.2), so the instances are named here,
+    ``(task_id, map_index)``, as ``DownstreamTasksSkipped`` allows; ``value`` is pushed first
+    because the exception ends the task before its return value would be.
+    """
+    unused = {f"{GROUP}.{erase_task_id(s)}" for s in FILE_STORES if not run.uses(category, s)}
+    tasks = sorted(unused & set(downstream))
+    if not tasks or ti.map_index is None or ti.map_index < 0:
+        return value
+    log.info("SUMMARY category=%s not in: %s (skipped)", category, ", ".join(tasks))
+    ti.xcom_push(key="return_value", value=value)
+    raise DownstreamTasksSkipped(tasks=[(task_id, ti.map_index) for task_id in tasks])  # type: ignore[no-untyped-call]
+
+
 @task(pool=POOL_DATABASE)
 @engine_errors
 def plan(run: dict[str, Any], category: str) -> dict[str, Any]:
@@ -280,6 +300,8 @@ class CapApprovalOperator(ApprovalOperator):
 
     Under the cap (or in a dry run) it approves by itself at once; over it, it parks in
     ``awaiting_input`` like any ApprovalOperator. *Reject* skips this category's erase tasks.
+    On approval the erase tasks of file stores the category does not use are skipped without
+    starting a process for each (most categories live in the database only).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -291,6 +313,27 @@ class CapApprovalOperator(ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
+        plan, run = self._inputs(ti)
+        if _policy_set_decision(run, ti) not in (None, Decision.APPROVED):
+            raise AirflowSkipException("the changed policy set was not approved: nothing is erased")
+        if not plan.get("needs_approval") or plan.get("dry_run"):
+            log.info("SUMMARY category=%s approval not needed", plan.get("category"))
+            answer = {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
+            return self._proceed(ti, run, str(plan.get("category")), answer)
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """A human's answer: *Approve* proceeds as an automatic one; *Reject* skips (ApprovalOperator)."""
+        answer = super().execute_complete(context=context, event=event)
+        if answer["chosen_options"][0] != self.APPROVE:
+            return answer
+        ti = context["ti"]
+        plan, run = self._inputs(ti)
+        return self._proceed(ti, run, str(plan.get("category")), answer)
+
+    @staticmethod
+    def _inputs(ti: Any) -> tuple[dict[str, Any], RunInfo]:
+        """This category's plan and the run (failing closed when either is missing)."""
         plan = ti.xcom_pull(task_ids=f"{GROUP}.plan", map_indexes=ti.map_index)
         if not isinstance(plan, dict):
             # Fail closed: a plan task that failed or was marked done by hand cleared nothing.
@@ -298,12 +341,10 @@ class CapApprovalOperator(ApprovalOperator):
         run = ti.xcom_pull(task_ids="prepare_run", key="run")
         if not isinstance(run, dict):
             raise AirflowFailException("no run was prepared: nothing is erased")
-        if _policy_set_decision(_run(run), ti) not in (None, Decision.APPROVED):
-            raise AirflowSkipException("the changed policy set was not approved: nothing is erased")
-        if not plan.get("needs_approval") or plan.get("dry_run"):
-            log.info("SUMMARY category=%s approval not needed", plan.get("category"))
-            return {"chosen_options": [self.APPROVE], "params_input": {}, "automatic": True}
-        return super().execute(context)
+        return plan, _run(run)
+
+    def _proceed(self, ti: Any, run: RunInfo, category: str, answer: dict[str, Any]) -> dict[str, Any]:
+        return _skipping_unused_stores(ti, self.downstream_task_ids, run, category, answer)
 
 
 POLICY_SET_TASK = "approve_policy_set"

@@ -21,6 +21,8 @@ from retention.ledger import Ledger
 from retention.policy import load_policies
 from retention.results import RunSummary
 from retention.serde import from_json
+from retention.stores import FILE_STORES
+from retention_airflow.tasks import GROUP, erase_task_id
 from tests.integration.conftest import POLICY_DIR, PSEUDONYM_KEY, WorldEnv
 from tests.integration.test_engine_world import archive_files, s3_keys, table_ids
 
@@ -102,8 +104,25 @@ def test_nightly_run_erases_exactly_the_due_data(airflow_world: WorldEnv) -> Non
     assert not (env.world.s3_keys_expected_gone() & set(s3_keys(env)))
     assert not (env.world.archive_paths_expected_gone() & archive_files(env))
     assert Ledger(env.engine).verify_chain().ok
-    deployed = load_policies(Path(os.environ["RETENTION_POLICY_DIR"])).hash
-    assert Ledger(env.engine).approved_policy_set() == deployed, "the first real run puts its set in force"
+    policies = load_policies(Path(os.environ["RETENTION_POLICY_DIR"]))
+    in_force = Ledger(env.engine).approved_policy_set()
+    assert in_force == policies.hash, "the first real run puts its set in force"
+    assert_unused_stores_skipped(run)
+
+
+def assert_unused_stores_skipped(run: Any) -> None:
+    """A category's erase task of a file store it does not use was skipped, not run; the others ran."""
+    policies = load_policies(Path(os.environ["RETENTION_POLICY_DIR"]))
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    expected = {
+        (f"{GROUP}.{erase_task_id(store)}", index): (
+            "success" if store in policies.get(category).stores() else "skipped"
+        )
+        for index, category in enumerate(_xcom(run, "prepare_run"))
+        for store in FILE_STORES
+    }
+    assert {key: states.get(key) for key in expected} == expected
+    assert {"success", "skipped"} <= set(expected.values())
 
 
 def _xcom(run: Any, task_id: str) -> Any:

@@ -88,6 +88,16 @@ def test_sizes_scale_every_count_and_keep_rows_per_customer() -> None:
     assert world.min_versions == world.max_versions == 2
 
 
+def test_sizes_may_scale_the_documents_by_their_own_factor() -> None:
+    five = Sizes().scaled(5, files=1)
+
+    assert (five.correspondence, five.customers) == (10_000_000, 100_000)
+    assert (five.documents, five.archive_files) == (Sizes().documents, Sizes().archive_files)
+    assert Sizes().scaled(5, files=5) == Sizes().scaled(5)
+    with pytest.raises(ValueError, match="positive"):
+        Sizes().scaled(5, files=0)
+
+
 def test_tiny_scales_keep_a_valid_world_and_a_non_positive_scale_is_refused() -> None:
     tiny = Sizes().scaled(1e-6)
 

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DownstreamTasksSkipped
 
 from retention.results import RunInfo
 from retention.serde import to_json
-from retention_airflow.tasks import CapApprovalOperator, PolicySetApprovalOperator
+from retention.stores import FILE_STORES
+from retention_airflow.tasks import GROUP, CapApprovalOperator, PolicySetApprovalOperator, erase_task_id
 
 RUN = RunInfo(
     run_id="scheduled__tonight",
@@ -39,6 +40,41 @@ class _TaskInstance:
 
     def xcom_pull(self, task_ids: str, **_: Any) -> Any:
         return self._values[task_ids]
+
+
+class _PushingTaskInstance(_TaskInstance):
+    def __init__(self, plan: Any, run: RunInfo, map_index: int) -> None:
+        super().__init__(plan, run)
+        self.map_index = map_index
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def _gate_with_erase_tasks() -> CapApprovalOperator:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, TaskGroup
+
+    with DAG("gate", schedule=None), TaskGroup(GROUP):
+        gate = CapApprovalOperator(task_id="approve")
+        gate >> [EmptyOperator(task_id=erase_task_id(store)) for store in FILE_STORES]
+    return gate
+
+
+def test_an_approval_skips_the_erase_tasks_of_file_stores_its_category_does_not_use() -> None:
+    run = dataclasses.replace(RUN, stores={"a": ("s3", "database")})
+    ti = _PushingTaskInstance({"category": "a", "needs_approval": False}, run, map_index=3)
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        _gate_with_erase_tasks().execute({"ti": ti})
+    unused = sorted(f"{GROUP}.{erase_task_id(s)}" for s in FILE_STORES if s != "s3")
+    assert skipped.value.tasks == [(task_id, 3) for task_id in unused]
+    assert ti.pushed["return_value"]["chosen_options"] == [CapApprovalOperator.APPROVE]
+
+
+def test_outside_a_mapped_group_an_approval_skips_nothing() -> None:
+    ti = _PushingTaskInstance({"category": "a", "needs_approval": False}, RUN, map_index=-1)
+    assert _gate_with_erase_tasks().execute({"ti": ti})["automatic"] and not ti.pushed
 
 
 def test_an_approval_without_a_plan_fails_instead_of_approving() -> None:
