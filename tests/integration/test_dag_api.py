@@ -25,7 +25,12 @@ from retention.ledger import Ledger
 from retention.policy import load_policies
 from tests.integration.api_server import ApiServer, api_server, fail_parked_tasks, serialize_dags
 from tests.integration.conftest import WorldEnv
-from tests.integration.test_dags import _xcom, airflow_world, dag  # noqa: F401 - the wired-up world fixture
+from tests.integration.test_dags import (  # noqa: F401 - the wired-up world fixture
+    _xcom,
+    airflow_world,
+    assert_unused_stores_skipped,
+    dag,
+)
 from tests.integration.test_engine_world import archive_files, rows, s3_keys, table_ids
 from tests.ledger_entries import policy_set_approved
 
@@ -179,6 +184,7 @@ def test_approved_category_over_its_cap_is_erased(
     assert _redacted(env) == anonymised
     assert _approval_outcomes(env, run.run_id) == ["approval_requested", "approved"]
     assert Ledger(env.engine).verify_chain().ok
+    assert_unused_stores_skipped(run)  # the human's approval skips them as an automatic one does
 
 
 def test_rejected_category_keeps_all_its_rows_and_the_rest_is_erased(
