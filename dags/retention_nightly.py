@@ -38,7 +38,7 @@ human only when the deployed policy set differs from the one last approved; ever
 `approve` and erasure wait for it, its `plan` does not) → per category (mapped task group
 `category`): `plan` (counts only) → `approve` (asks a human only when the plan is over the
 category's blast-radius cap) → `erase_s3`, `erase_sftp`, `erase_filesystem`
-(one task per file store; a category's task for a store it does not use does nothing) →
+(one task per file store; `approve` skips those of stores the category does not use) →
 `erase_databases`: every category's
 rows in policy order (`after`), each only once its files are verified gone (the row is the
 index of the files) → `finish_nightly` records the approvals, verifies the ledger's hash
