@@ -61,5 +61,5 @@ demo: system-deps venv ## Run the demo: services, a small world, Airflow on loca
 demo-stop: venv ## Stop everything the demo started
 	$(PY) -m harness.demo stop
 
-bench: system-deps venv ## Run the erasure benchmark (about 17 min; SCALE=0.1 quick, SCALE=5 FILES_SCALE=1 large; see bench/README.md)
+bench: system-deps venv ## Run the erasure benchmark (about 16 min; SCALE=0.1 quick, SCALE=5 FILES_SCALE=1 large; see bench/README.md)
 	$(PY) -m bench.run $(if $(SCALE),--scale $(SCALE)) $(if $(FILES_SCALE),--files-scale $(FILES_SCALE))
