@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -289,7 +290,6 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
     db = ctx.database
     records = db.count(sel, holds)
     selected_all = db.count(sel)
-    total = db.total(policy.records.table)
     # Child tables hold rows of these records, not records: -1 says "rows of the records above".
     locations = {
         location_label(loc): -1
@@ -297,7 +297,7 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         else records
         for loc in policy.locations
     }
-    why = cap_exceeded(policy, records, total) if ctx.mode == "due" else None
+    why, total = over_cap(policy, records, db) if ctx.mode == "due" else (None, None)
     clocked = ctx.mode == "due" and policy.retention.has_clock
     return CategoryPlan(
         category=policy.id,
@@ -313,6 +313,26 @@ def plan_category(policy: Policy, ctx: RunContext) -> CategoryPlan:
         on_request_only=ctx.mode == "due" and not policy.retention.has_clock,
         undated=db.count_undated(sel, holds) if clocked else 0,
     )
+
+
+def over_cap(policy: Policy, records: int, db: DatabaseAdapter) -> tuple[str | None, int | None]:
+    """Why ``records`` exceed the category's blast-radius cap (or None), and the rows of its table
+    if they had to be counted (or None).
+
+    The fraction cap needs the table's size only to rule out a plan that is too large: ``records``
+    are within it once the table is known to hold ``records / max_fraction`` rows, so only that
+    many are counted (the cost follows the due records, not the stored ones) and the whole table
+    is counted only for a plan that may be over the cap, where the approval form shows the count.
+    """
+    cap = policy.cap
+    if records <= cap.max_items:
+        enough = math.ceil(records / cap.max_fraction)
+        # Within the cap against at least ``seen`` rows is within it against all of them.
+        seen = db.total_at_least(policy.records.table, enough)
+        if cap_exceeded(policy, records, seen) is None:
+            return None, None
+    total = db.total(policy.records.table)
+    return cap_exceeded(policy, records, total), total
 
 
 def cap_exceeded(policy: Policy, records: int, total: int) -> str | None:

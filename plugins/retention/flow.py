@@ -25,8 +25,8 @@ from retention.adapters.database import reflect_schema
 from retention.anchor import Anchor, check_against_anchor
 from retention.engine import (
     RunContext,
-    cap_exceeded,
     execute_step,
+    over_cap,
     plan_category,
     record_kept_by_law,
     records_entry,
@@ -312,7 +312,7 @@ def cleared(ctx: RunContext, category: str, clearance: Clearance | None) -> Skip
     fresh = ctx.database.count(selection_for(policy, ctx), ctx.hold_source(category)())
     if fresh <= plan.records:
         return None
-    if plan.needs_approval or cap_exceeded(policy, fresh, plan.total) is not None:
+    if plan.needs_approval or over_cap(policy, fresh, ctx.database)[0] is not None:
         log.warning(
             "category=%s due now=%d planned=%d: over the cap, nothing erased", category, fresh, plan.records
         )

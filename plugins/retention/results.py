@@ -195,8 +195,9 @@ class CategoryPlan:
     stores: tuple[str, ...]
     records: int
     """Records selected for erasure or anonymisation (not held)."""
-    total: int
-    """All records in the category's table (for the fraction cap)."""
+    total: int | None
+    """All records in the category's table where a nightly plan may be over the cap (the approval
+    form shows it); None where the cap needed no full count (``engine.over_cap``) or has no say."""
     held: int
     locations: Mapping[str, int]
     """Location label -> items; -1 for a child table (its rows belong to the records counted)."""

@@ -141,6 +141,25 @@ def test_cap_exceeded_waits_for_approval_and_erases_nothing(world_env: WorldEnv)
     assert ("correspondence", "*", "approval_requested") in Ledger(env.engine).outcomes_for_run(ctx.run_id)
 
 
+def test_fraction_cap_counts_the_whole_table_only_for_a_plan_over_it(world_env: WorldEnv) -> None:
+    env = world_env
+    policy = env.policies.get("correspondence")
+    with env.engine.connect() as c:
+        stored = c.execute(sa.text("SELECT count(*) FROM correspondence")).scalar_one()
+    due = plan_category(policy, env.context()).records
+    assert 0 < due < stored
+
+    def with_fraction(fraction: float) -> CategoryPlan:
+        cap = policy.cap.model_copy(update={"max_items": stored, "max_fraction": fraction})
+        return plan_category(policy.model_copy(update={"cap": cap}), env.context())
+
+    over = with_fraction(due / stored * 0.99)
+    assert over.needs_approval and over.total == stored
+    assert f"{due} of {stored} records" in (over.approval_reason or "")
+    within = with_fraction(due / stored)
+    assert not within.needs_approval and within.total is None
+
+
 def test_customer_erasure_erases_that_customer_only_and_keeps_invoices_by_law(world_env: WorldEnv) -> None:
     env, world = world_env, world_env.world
     cid = next(

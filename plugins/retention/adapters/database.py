@@ -533,8 +533,18 @@ class DatabaseAdapter:
         return int(self._run(lambda c: c.execute(q).scalar_one()))
 
     def total(self, table: str) -> int:
+        """Every row of ``table`` (a full count: only where nothing less will do)."""
         t = self.table(table)
         return int(self._run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()))
+
+    def total_at_least(self, table: str, rows: int) -> int:
+        """The rows of ``table``, counting no further than ``rows``: ``min(total, rows)``."""
+        if rows <= 0:
+            return 0
+        t = self.table(table)
+        first = sa.select(sa.literal(1)).select_from(t).limit(rows).subquery()
+        q = sa.select(sa.func.count()).select_from(first)
+        return int(self._run(lambda c: c.execute(q).scalar_one()))
 
     def anchor_range(self, selection: RowSelection) -> tuple[int, Any, Any]:
         """(count, earliest anchor, latest anchor) of the selected records."""
