@@ -192,6 +192,47 @@ def test_the_registry_reads_the_same_holds_on_postgresql_and_sqlite(empty_db: En
     assert registry.current("documents", NOW) == documents
 
 
+def test_every_change_to_the_holds_table_is_read_at_the_next_look(empty_db: Engine) -> None:
+    """PostgreSQL keeps the holds read last and reads one row while the table has not changed;
+    an added, released, edited or deleted hold must still be seen by the very next read."""
+    from retention.holds import HoldRegistry
+
+    engine = empty_db
+    registry = HoldRegistry(engine)
+    registry.ensure_schema()
+    day = timedelta(days=1)
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    def read() -> frozenset[str]:
+        statements.clear()
+        return registry.current("invoices", NOW).subjects
+
+    registry.add(reason="Retssag", subject="17", now=NOW - day)
+    assert read() == {"17"}
+    assert read() == {"17"}
+    if engine.dialect.name == "postgresql":
+        assert len(statements) == 1, "an unchanged table: only its mark is read"
+    eighteen = registry.add(reason="Retssag", subject="18", now=NOW - day)
+    assert read() == {"17", "18"}
+    registry.add(reason="Andet", subject="30", category="documents", categories=("invoices", "documents"))
+    assert read() == {"17", "18"}
+    registry.release(eighteen, now=NOW - day / 2)
+    assert read() == {"17"}
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE retention_legal_holds SET subject = '19' WHERE subject = '17'"))
+    assert read() == {"19"}
+    with engine.begin() as c:
+        c.execute(
+            sa.text("UPDATE retention_legal_holds SET released_at = NULL WHERE id = :id"), {"id": eighteen}
+        )
+    assert read() == {"18", "19"}
+    with engine.begin() as c:
+        c.execute(sa.text("DELETE FROM retention_legal_holds WHERE subject = '19'"))
+    assert read() == {"18"}
+    assert registry.current("documents", NOW).subjects == {"18", "30"}
+
+
 # -- issue #10.3: holds validated when added, checked when read, one canonical form --------------
 
 

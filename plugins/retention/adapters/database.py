@@ -1095,11 +1095,21 @@ def _in_list(col: sa.Column[Any], values: Sequence[Any], *, negate: bool = False
     are written out once, so the compiled statement is cached; other values are rendered by
     the dialect's own quoting on each execution.
     """
-    if all(type(v) is int for v in values):
-        listed: sa.ColumnElement[Any] = sa.literal_column("(" + ", ".join(str(v) for v in values) + ")")
+    text = _integer_list(tuple(values))
+    if text is not None:
+        listed: sa.ColumnElement[Any] = sa.literal_column(text)
         return col.op("NOT IN" if negate else "IN", is_comparison=True)(listed)
     param: sa.BindParameter[Any] = sa.bindparam(None, list(values), expanding=True, literal_execute=True)
     return col.not_in(param) if negate else col.in_(param)
+
+
+@functools.lru_cache(maxsize=16)
+def _integer_list(values: tuple[Any, ...]) -> str | None:
+    """``(1, 2, 3)`` if every value is an integer, else None. Cached: the held subjects are written
+    into every statement of a run, and are nearly always the same list."""
+    if all(type(v) is int for v in values):
+        return "(" + ", ".join(str(v) for v in values) + ")"
+    return None
 
 
 @dataclass
