@@ -43,6 +43,8 @@ class DagWorld:
     bucket: str
     archive_root: str
     stored: dict[str, int] | None = None
+    database_bound: dict[str, Any] | None = None
+    """The bare statements (``baselines.database_bound``) on a copy of this world's database."""
 
 
 def _customer_of(path: str) -> int | None:

@@ -550,6 +550,18 @@ def _without_s3(row: Mapping[str, Any]) -> float:
     return round(sum(v for k, v in (row.get("step_s_by_store") or {}).items() if k != "s3"), 3)
 
 
+def _database_s(row: Mapping[str, Any]) -> float | None:
+    return (row.get("step_s_by_store") or {}).get("database")
+
+
+def _bound_s(row: Mapping[str, Any]) -> float | None:
+    """The bare statements' time on a world, looking again included (as the engine's step does)."""
+    bound = row.get("bound")
+    if not bound:
+        return None
+    return round(float(bound["wall_s"]) + float(bound["verify_wall_s"]), 3)
+
+
 def due_constant_result(at_1x: Mapping[str, Any], at_10x: Mapping[str, Any]) -> dict[str, Any]:
     """The nightly run at 1x and 10x stored data with the same due items: times, and what was stored."""
 
@@ -576,6 +588,13 @@ def due_constant_result(at_1x: Mapping[str, Any], at_10x: Mapping[str, Any]) -> 
             (at_10x.get("requests_by_store") or {}).get("s3"),
             (at_1x.get("requests_by_store") or {}).get("s3"),
         ),
+        # The bare statements on copies of both worlds: what PostgreSQL's own work grows by.
+        "database_s_1x": _database_s(at_1x),
+        "database_s_10x": _database_s(at_10x),
+        "database_ratio_10x_vs_1x": ratio(_database_s(at_10x), _database_s(at_1x)),
+        "database_bound_s_1x": _bound_s(at_1x),
+        "database_bound_s_10x": _bound_s(at_10x),
+        "database_bound_ratio_10x_vs_1x": ratio(_bound_s(at_10x), _bound_s(at_1x)),
         "due_items_1x": due(at_1x),
         "due_items_10x": due(at_10x),
         "approval_wait_s_1x": at_1x["approval_wait_s"],
@@ -676,4 +695,11 @@ def _dag_lines(result: Mapping[str, Any]) -> list[str]:
             f"(ratio {_cell(dc['engine_ratio_10x_vs_1x'])}); due items {_cell(dc['due_items_1x'])} "
             f"and {_cell(dc['due_items_10x'])}"
         )
+        if dc.get("database_bound_ratio_10x_vs_1x") is not None:
+            lines.append(
+                f"  database step {_cell(dc['database_s_1x'])} s and {_cell(dc['database_s_10x'])} s "
+                f"(ratio {_cell(dc['database_ratio_10x_vs_1x'])}); the bare statements on copies "
+                f"{_cell(dc['database_bound_s_1x'])} s and {_cell(dc['database_bound_s_10x'])} s "
+                f"(ratio {_cell(dc['database_bound_ratio_10x_vs_1x'])})"
+            )
     return ["", *lines] if lines else []

@@ -51,6 +51,7 @@ from bench.common import DOCUMENTS, ENGINE_ORDER, POLICY_DIR, REPO, say
 if str(REPO / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO / "plugins"))
 
+import sqlalchemy as sa  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench.baselines import (  # noqa: E402
@@ -90,7 +91,7 @@ from bench.results import (  # noqa: E402
 from bench.worlds import Built, Services, build_world, copy_world, pg_connection, start_services  # noqa: E402
 from harness.world_schema import metadata as world_schema  # noqa: E402
 from harness.world_truth import Profile  # noqa: E402
-from retention.policy import load_policies  # noqa: E402
+from retention.policy import PolicySet, load_policies  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 
@@ -179,10 +180,27 @@ def _due_constant_worlds(svc: Services, worlds: DagWorlds, boundary: int) -> Dag
     """Rewrite the due-constant copies into the 1x and 10x worlds; note what each stores."""
     shrink_1x(worlds.dc1, boundary)
     undue_10x(worlds.dc10, boundary)
-    dc1 = dataclasses.replace(worlds.dc1, stored=stored(svc, worlds.dc1))
-    dc10 = dataclasses.replace(worlds.dc10, stored=stored(svc, worlds.dc10))
+    policies = load_policies(POLICY_DIR)
+    dc1, dc10 = (
+        dataclasses.replace(w, stored=stored(svc, w), database_bound=_bound_on_copy(svc, w, policies))
+        for w in (worlds.dc1, worlds.dc10)
+    )
     say(f"  due-constant worlds store {dc1.stored} (1x) and {dc10.stored} (10x)")
     return DagWorlds(worlds.main, dc1, dc10)
+
+
+def _bound_on_copy(svc: Services, world: DagWorld, policies: PolicySet) -> dict[str, Any]:
+    """The bare statements on a copy of ``world``'s database: how much PostgreSQL's own work grows
+    with the stored rows at the same due rows, beside what the engine's database step grows by."""
+    source = sa.make_url(world.db_url).database or ""
+    copy = f"{source}_bound"
+    svc.pg.admin(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(copy), sql.Identifier(source)
+        )
+    )
+    _settle(svc)
+    return database_bound(svc.pg.url_for(copy), policies)
 
 
 def _settle(svc: Services) -> None:
@@ -264,8 +282,10 @@ def measure_dags(
         STAGES("the nightly DAG on the main world")
         dag = airflow.nightly(worlds.main)
         STAGES("due-constant: the nightly DAG at 1x and at 10x stored data, the same due items")
-        at_1x = {**airflow.nightly(worlds.dc1), "stored": worlds.dc1.stored}
-        at_10x = {**airflow.nightly(worlds.dc10), "stored": worlds.dc10.stored}
+        at_1x, at_10x = (
+            {**airflow.nightly(w), "stored": w.stored, "bound": w.database_bound}
+            for w in (worlds.dc1, worlds.dc10)
+        )
         startup = airflow.startup_s
     engine_rows = sum(float(engine[store]["wall_s"]) for store in ENGINE_ORDER)
     dag.update(

@@ -413,6 +413,23 @@ def test_the_due_constant_row_compares_the_paid_time_and_the_due_items() -> None
     assert (row["engine_s_without_s3_1x"], row["engine_without_s3_ratio_10x_vs_1x"]) == (23.0, 1.0)
     assert row["s3_requests_ratio_10x_vs_1x"] == 1.0
     assert (row["stored_1x"], row["stored_10x"]) == ({"rows": 10}, {"rows": 100})
+    assert row["database_bound_ratio_10x_vs_1x"] is None, "no bound measured"
+
+
+def test_the_due_constant_row_sets_the_database_step_beside_the_bare_statements_on_both_worlds() -> None:
+    steps_1x = {**_dag()["step_s_by_store"], "database": 2.0}
+    at_1x = {**_dag(), "step_s_by_store": steps_1x, "bound": {"wall_s": 0.8, "verify_wall_s": 0.2}}
+    at_10x = {
+        **_dag(),
+        "step_s_by_store": {**steps_1x, "database": 3.0},
+        "bound": {"wall_s": 3.0, "verify_wall_s": 1.0},
+    }
+
+    row = due_constant_result(at_1x, at_10x)
+
+    assert (row["database_s_1x"], row["database_s_10x"], row["database_ratio_10x_vs_1x"]) == (2.0, 3.0, 1.5)
+    assert (row["database_bound_s_1x"], row["database_bound_s_10x"]) == (1.0, 4.0)
+    assert row["database_bound_ratio_10x_vs_1x"] == 4.0
 
 
 def test_the_due_constant_worlds_split_the_customers_at_a_tenth() -> None:
