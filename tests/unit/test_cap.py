@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,7 +64,7 @@ def test_over_cap_decides_as_the_full_count_does(
         assert total == rows, "the approval form shows the whole table's count"
 
 
-def test_total_at_least_stops_counting_at_the_bound(tmp_path: pytest.TempPathFactory) -> None:
+def test_total_at_least_stops_counting_at_the_bound(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path}/t.db")
     meta = sa.MetaData()
     t = sa.Table("correspondence", meta, sa.Column("id", sa.Integer, primary_key=True))
