@@ -63,7 +63,9 @@ receipt says so (kept: legal hold) and nothing of theirs is erased until the hol
 A real, proven run also leaves a tombstone (the customer id, encrypted with connection
 retention_tombstone_key, in the ledger's database): if a backup is restored later, trigger
 `replay_erasures` with the moment the backup was taken, and it erases this customer again from
-the tombstone, with its own receipt.
+the tombstone, with its own receipt. A red `prepare_run` saying the run id already names another
+run: the run was triggered with an id another DAG's run (or an old, purged run) used; trigger it
+again under a new run id (nothing was touched).
 """
 
 

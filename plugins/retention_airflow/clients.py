@@ -365,7 +365,9 @@ def open_context(
 ) -> Iterator[RunContext]:
     """A RunContext over this deployment's connections, with adapters for ``stores``; all closed afterwards.
 
-    With ``run``, the policy set must still be the one the run was planned with.
+    With ``run``, the policy set must still be the one the run was planned with. Without it (a
+    run's first task) the run id is claimed for this DAG run (``retention.runs``): an id that
+    already names another run is refused before anything is touched.
     """
     from retention.access import bucket_map_with_receipts
     from retention.adapters.database import DatabaseAdapter
@@ -402,6 +404,7 @@ def open_context(
             keeps.ensure_schema()
             intents.ensure_schema()
             keyring.ensure_schema()
+            claim_run_id(ledger_db, run_id)
         ctx = RunContext(
             run_id=run_id,
             now=now,
@@ -425,6 +428,19 @@ def open_context(
         if run is not None:
             check_same_policies(ctx, run)
         yield ctx
+
+
+def claim_run_id(ledger_db: Any, run_id: str) -> None:
+    """Claim ``run_id`` for the Airflow run this task belongs to (``retention.runs``): an id
+    that already names another run (another DAG's, or a purged one's) is refused, terminally."""
+    from airflow.sdk import get_current_context
+
+    from retention.runs import RunIds, owner_of
+
+    context = get_current_context()
+    run_ids = RunIds(ledger_db)
+    run_ids.ensure_schema()
+    run_ids.claim(run_id, owner_of(context["dag"].dag_id, context["dag_run"].run_after))
 
 
 @contextmanager

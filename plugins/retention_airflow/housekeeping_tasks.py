@@ -76,6 +76,7 @@ def purge_airflow_records() -> dict[str, Any]:
     outcome = "planned" if dry_run else ("erased" if report.verified else "verify_failed")
     ledger_db = clients.ledger_engine()
     try:
+        clients.claim_run_id(ledger_db, ctx["run_id"])
         ledger = Ledger(ledger_db)
         ledger.ensure_schema()
         ledger.append(
@@ -128,6 +129,7 @@ def destroy_pseudonym_keys() -> dict[str, Any]:
         )
         entries = result.entries(ctx["run_id"], policies.hash)
         if entries:
+            clients.claim_run_id(engine, ctx["run_id"])
             ledger = Ledger(engine)
             ledger.ensure_schema()
             ledger.append_many(entries)

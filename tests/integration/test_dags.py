@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,40 @@ def test_after_erasure_the_customer_is_nowhere(
     for where, content in places.items():
         for value in values:
             assert value.encode() not in content, f"{value[:3]}... found in {where}"
+
+
+def test_a_run_id_another_run_used_is_refused_before_anything_is_touched(airflow_world: WorldEnv) -> None:
+    """Airflow's run ids are unique within one DAG only: a customer's erasure that gets the id of a
+    nightly run (the same trigger instant here; an id given through the REST API elsewhere) stops at
+    its first task, so that the two runs never share ledger entries, leases or proof."""
+    env, world = airflow_world, airflow_world.world
+    cid = next(
+        c for c in world.customers_with(Profile.ACTIVE) if world.customer_inventory(c).rows["documents"]
+    )
+    at = NOW + timedelta(days=1)
+    nightly = dag("retention_nightly").test(
+        run_after=at, run_conf={"dry_run": True, "as_of": NOW.isoformat()}
+    )
+    assert nightly.state == "success"
+    before = table_ids(env)
+    conf = {
+        "customer_id": str(cid),
+        "request_ref": "PR-2026-00078",
+        "reason": "erasure_request",
+        "dry_run": False,
+    }
+    refused = dag("customer_erasure")
+    for t in refused.tasks:
+        t.retries = 0  # the final tasks find no run and fail; their retries would only wait
+    erasure = refused.test(run_after=at, run_conf=conf)
+    assert erasure.run_id == nightly.run_id, "the two runs got one id"
+    assert erasure.state == "failed"
+    states = {ti.task_id: ti.state for ti in erasure.get_task_instances()}
+    assert states["prepare_run"] == "failed"
+    assert table_ids(env) == before
+    assert set(world.customer_inventory(cid).s3_objects) <= set(s3_keys(env))
+    assert world.customer_inventory(cid).archive_paths <= archive_files(env)
+    erasure_entries = [
+        e for e in Ledger(env.engine).entries(run_id=nightly.run_id) if e.get("subject_ref") is not None
+    ]
+    assert erasure_entries == [], "nothing of the erasure reached the nightly run's ledger entries"
